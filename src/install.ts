@@ -1,0 +1,120 @@
+import { createHash } from 'node:crypto';
+import { usesCandidate } from './command.js';
+import { PullError } from './errors.js';
+import { removeFile, replaceFile, stageFile, writeConfig } from './files.js';
+import type { Instance } from './instances.js';
+import { beginApply, endApply } from './journal.js';
+import { reload, validate, type ServiceContext } from './service.js';
+import { writeState, type State } from './state.js';
+import { keepVersion } from './versions.js';
+
+export interface InstallContext extends ServiceContext {
+  instance: Instance;
+  target: string;
+  dir: string;
+  state: State;
+  /** Which step is running, for the one line a failure prints. */
+  step: string;
+}
+
+export function hashOf(data: Buffer): string {
+  return createHash('sha256').update(data).digest('hex');
+}
+
+/**
+ * Makes `content` the live config: validate, journal, rename, reload, record.
+ * If the reload fails the previous file is put back and reloaded, so the
+ * service always ends on a config it accepted.
+ */
+export async function install(
+  context: InstallContext,
+  content: Buffer,
+  etag: string | undefined,
+  live: Buffer | undefined,
+): Promise<void> {
+  const { instance, target, dir } = context;
+  const pending = {
+    target,
+    oldHash: live && hashOf(live),
+    newHash: hashOf(content),
+    startedAt: new Date().toISOString(),
+  };
+
+  context.step = 'stage';
+  const staged = await stageFile(target, content);
+  try {
+    if (!instance.test || usesCandidate(instance.test)) {
+      context.step = 'validate';
+      await validate(instance, staged, context);
+      context.step = 'apply';
+      await beginApply(dir, pending, live);
+      await replaceFile(staged, target);
+    } else {
+      // The validator only checks the live path: swap the candidate in, under
+      // the journal, and swap back if it is refused.
+      context.step = 'apply';
+      await beginApply(dir, pending, live);
+      await replaceFile(staged, target);
+      context.step = 'validate';
+      await validate(instance, target, context).catch(async (error: unknown) => {
+        await restore(target, live);
+        await endApply(dir);
+        throw error;
+      });
+    }
+  } finally {
+    await removeFile(staged);
+  }
+
+  context.step = 'reload';
+  try {
+    await reload(instance, live, context);
+  } catch (error) {
+    await rollBack(context, live, error);
+  }
+
+  context.step = 'record';
+  await commit(context, content, etag);
+  await endApply(dir);
+}
+
+async function rollBack(context: InstallContext, live: Buffer | undefined, error: unknown) {
+  await restore(context.target, live);
+  try {
+    await reload(context.instance, live, context);
+  } catch (second) {
+    const message = second instanceof Error ? second.message : String(second);
+    if (error instanceof PullError) {
+      error.message += `; the previous config is back but its reload failed too: ${message}`;
+    }
+  }
+  await endApply(context.dir);
+  if (error instanceof PullError) error.message += ' (previous config restored)';
+  throw error;
+}
+
+/** Puts `old` back in place, or removes the target when there was none. */
+export async function restore(target: string, old: Buffer | undefined): Promise<void> {
+  if (old) await writeConfig(target, old);
+  else await removeFile(target);
+}
+
+async function commit(context: InstallContext, content: Buffer, etag: string | undefined) {
+  const { state } = context;
+  const appliedAt = new Date().toISOString();
+  const hash = hashOf(content);
+  await keepVersion(
+    context.dir,
+    state,
+    { etag, hash, appliedAt, size: content.length },
+    content,
+    context.instance.tunables.keepVersions,
+  );
+  state.etag = etag;
+  state.hash = hash;
+  state.appliedAt = appliedAt;
+  delete state.rejected;
+  // Durable before the journal goes: else the next run would take the new
+  // file for a hand edit.
+  await writeState(context.dir, state);
+}

@@ -1,0 +1,173 @@
+import { join } from 'node:path';
+import { PullError } from './errors.js';
+import { fetchConfig, type Fetched } from './fetch.js';
+import { readLive, removeStaleCandidates, writeConfig } from './files.js';
+import { hashOf, install, restore, type InstallContext } from './install.js';
+import { endApply, readPending } from './journal.js';
+import type { Outcome } from './outcome.js';
+import { screenBody } from './screen.js';
+import { assertReloadable, reload, validate } from './service.js';
+import { ensureDir, writeAtomic } from './state.js';
+import { readVersion } from './versions.js';
+
+export interface PullContext extends InstallContext {
+  apiKey: string | undefined;
+  keyOrigins: Set<string>;
+  version: string;
+  warn: (key: string | undefined, message: string) => void;
+}
+
+/** One pull cycle, step by step; returns as soon as there is nothing to do. */
+export async function pull(context: PullContext): Promise<Outcome> {
+  const { state, instance } = context;
+
+  context.step = 'recover';
+  await recoverInterrupted(context);
+  await removeStaleCandidates(context.target);
+
+  if (state.disabled) return { kind: 'disabled', ...state.disabled };
+  if (state.retryAfter && Date.parse(state.retryAfter) > Date.now()) {
+    return { kind: 'deferred', until: state.retryAfter };
+  }
+
+  context.step = 'drift';
+  await repairDrift(context);
+
+  context.step = 'fetch';
+  const live = await readLive(context.target);
+  const fetched = await fetchConfig({
+    urls: instance.urls,
+    apiKey: context.apiKey,
+    keyOrigins: context.keyOrigins,
+    etags: conditionalEtags(context, live),
+    tunables: instance.tunables,
+    notFoundHint: instance.notFoundHint,
+    version: context.version,
+  });
+  delete state.retryAfter;
+  if (fetched.notModified) return notModified(context, fetched.etag);
+
+  context.step = 'check';
+  screenBody(fetched.body, fetched.contentType, instance.tunables.allowEmpty);
+  if (!fetched.etag) {
+    context.warn('no-etag', `${fetched.url} sends no ETag, so every run downloads the config`);
+  }
+  if (live?.equals(fetched.body)) return adopt(context, fetched);
+
+  const hash = hashOf(fetched.body);
+  if (stillRejected(context, hash)) {
+    return { kind: 'rejected', error: rejection(state.rejected!.message), key: hash };
+  }
+
+  assertReloadable(instance);
+  try {
+    await install(context, fetched.body, fetched.etag, live);
+  } catch (error) {
+    if (error instanceof PullError && error.code === 'rejected') {
+      state.rejected = { etag: fetched.etag, hash, at: now(), message: error.message };
+      return { kind: 'rejected', error, key: hash };
+    }
+    throw error;
+  }
+  return {
+    kind: 'applied',
+    etag: fetched.etag,
+    bytes: fetched.body.length,
+    reloaded: instance.reload !== undefined,
+  };
+}
+
+const now = () => new Date().toISOString();
+
+function rejection(message: string): PullError {
+  return new PullError(message, { code: 'rejected', exitCode: 65 });
+}
+
+/**
+ * The live ETag only counts while the live file is what we applied. A
+ * recently rejected ETag is sent too, so the manager answers 304 while it
+ * still serves the config we refused, and that costs nothing.
+ */
+function conditionalEtags(context: PullContext, live: Buffer | undefined): string[] {
+  const { state } = context;
+  const etags: string[] = [];
+  if (state.etag && live && hashOf(live) === state.hash) etags.push(state.etag);
+  if (state.rejected?.etag && rejectionActive(context)) etags.push(state.rejected.etag);
+  return etags;
+}
+
+function rejectionActive(context: PullContext): boolean {
+  const { rejected } = context.state;
+  if (!rejected) return false;
+  return Date.now() - Date.parse(rejected.at) < context.instance.tunables.rejectTtlMs;
+}
+
+function stillRejected(context: PullContext, hash: string): boolean {
+  return rejectionActive(context) && context.state.rejected?.hash === hash;
+}
+
+function notModified(context: PullContext, etag: string | undefined): Outcome {
+  const { state } = context;
+  const rejected = state.rejected;
+  if (rejected && etag !== undefined && etag === state.etag) delete state.rejected;
+  else if (rejected && rejectionActive(context)) {
+    return { kind: 'rejected', error: rejection(rejected.message), key: rejected.hash };
+  }
+  return { kind: 'unchanged' };
+}
+
+/** The manager serves what is live already: remember its ETag, touch nothing. */
+function adopt(context: PullContext, fetched: Fetched): Outcome {
+  const { state } = context;
+  if (fetched.notModified) return { kind: 'unchanged' };
+  const hash = hashOf(fetched.body);
+  if (state.hash !== hash || state.etag !== fetched.etag) {
+    state.etag = fetched.etag;
+    state.hash = hash;
+    state.appliedAt ??= now();
+  }
+  delete state.rejected;
+  return { kind: 'unchanged' };
+}
+
+/** A run killed between journal and commit: put the previous file back. */
+async function recoverInterrupted(context: PullContext): Promise<void> {
+  const interrupted = await readPending(context.dir);
+  if (!interrupted) return;
+
+  const { pending, old } = interrupted;
+  const live = await readLive(context.target);
+  if ((live && hashOf(live)) !== pending.oldHash) await restore(context.target, old);
+  await endApply(context.dir);
+  context.warn(undefined, 'an earlier run was interrupted while applying; previous config restored');
+  if (old) await reload(context.instance, old, context);
+}
+
+/**
+ * The manager is the source of truth: a hand edit is saved for the admin and
+ * the last applied version is put back, with no need for the network.
+ */
+async function repairDrift(context: PullContext): Promise<void> {
+  const { state, target, dir, instance } = context;
+  const version = state.versions.at(-1);
+  if (!version || !state.hash || version.hash !== state.hash) return;
+
+  const live = await readLive(target);
+  if (live && hashOf(live) === state.hash) return;
+  const applied = await readVersion(dir, version);
+  if (!applied) return;
+
+  let saved = 'nothing to save: the file was missing';
+  if (live) {
+    const driftDir = join(dir, 'drift');
+    await ensureDir(driftDir);
+    saved = join(driftDir, `${now().replace(/[:.]/g, '-')}.conf`);
+    await writeAtomic(saved, live);
+  }
+
+  context.step = 'drift';
+  await writeConfig(target, applied);
+  await validate(instance, target, context);
+  await reload(instance, live, context);
+  context.warn(undefined, `${target} was edited by hand; restored the applied version (${saved})`);
+}

@@ -1,0 +1,107 @@
+import { open, readFile, rm } from 'node:fs/promises';
+import { join } from 'node:path';
+import { configError } from './errors.js';
+
+export interface CommandResult {
+  ok: boolean;
+  /** Why it failed, in a few words: "exited with 1", "timed out after 10 s". */
+  failure: string;
+  output: string;
+}
+
+export interface RunOptions {
+  timeoutMs: number;
+  /** Secrets that must not reach the child's environment. */
+  secrets: string[];
+  /** A private directory for the output file. */
+  scratchDir: string;
+  origin: string;
+}
+
+const SBIN = ['/usr/local/sbin', '/usr/local/bin', '/usr/sbin', '/usr/bin', '/sbin', '/bin'];
+
+/**
+ * Runs a validator, reload or verify command. Output goes to a file, not a
+ * pipe, so a daemon the command leaves behind cannot keep us waiting; on
+ * time-out the whole process group is killed.
+ */
+export async function runCommand(argv: string[], options: RunOptions): Promise<CommandResult> {
+  const { execa } = await import('execa');
+  const [file, ...args] = argv;
+  if (!file) throw configError(`${options.origin}: empty command`);
+
+  const outputFile = join(options.scratchDir, `.output-${process.pid}`);
+  await (await open(outputFile, 'w', 0o600)).close();
+
+  let timedOut = false;
+  try {
+    const child = execa(file, args, {
+      env: childEnv(options.secrets),
+      extendEnv: false,
+      stdin: 'ignore',
+      stdout: { file: outputFile, append: true },
+      stderr: { file: outputFile, append: true },
+      detached: true,
+      reject: false,
+    });
+    const timer = setTimeout(() => {
+      timedOut = true;
+      killGroup(child.pid);
+    }, options.timeoutMs);
+    const result = await child;
+    clearTimeout(timer);
+
+    if (result.failed && isSpawnFailure(result.cause)) {
+      throw configError(`${options.origin}: cannot run ${file}: ${spawnReason(result.cause)}`,
+        'command-missing');
+    }
+    const output = trimOutput(await readFile(outputFile, 'utf8'));
+    const failure = timedOut
+      ? `timed out after ${options.timeoutMs / 1000} s`
+      : result.signal
+        ? `killed by ${result.signal}`
+        : `exited with ${result.exitCode}`;
+    return { ok: !timedOut && result.exitCode === 0, failure, output };
+  } finally {
+    await rm(outputFile, { force: true });
+  }
+}
+
+function killGroup(pid: number | undefined): void {
+  if (pid === undefined) return;
+  try {
+    process.kill(-pid, 'SIGKILL');
+  } catch {
+    // The group is already gone.
+  }
+}
+
+function isSpawnFailure(cause: unknown): boolean {
+  const code = (cause as NodeJS.ErrnoException | undefined)?.code;
+  return code === 'ENOENT' || code === 'EACCES' || code === 'ENOEXEC';
+}
+
+function spawnReason(cause: unknown): string {
+  const code = (cause as NodeJS.ErrnoException).code;
+  return code === 'ENOENT' ? 'not found in PATH' : code === 'EACCES' ? 'permission denied' : String(code);
+}
+
+/** The child gets our environment less the key, and a PATH with sbin in it. */
+export function childEnv(secrets: string[]): Record<string, string> {
+  const env: Record<string, string> = {};
+  for (const [key, value] of Object.entries(process.env)) {
+    if (value === undefined || key === 'API_KEY' || key === 'API_KEY_FILE') continue;
+    if (secrets.some((secret) => secret && value.includes(secret))) continue;
+    env[key] = value;
+  }
+
+  const path = (env.PATH ?? '').split(':').filter(Boolean);
+  env.PATH = [...path, ...SBIN.filter((dir) => !path.includes(dir))].join(':');
+  return env;
+}
+
+/** Keeps what a person needs from a validator's output: its last lines. */
+function trimOutput(text: string): string {
+  const lines = text.split('\n').map((line) => line.trimEnd()).filter(Boolean);
+  return lines.slice(-10).join('\n');
+}

@@ -1,0 +1,111 @@
+import { mkdir, readFile, utimes, writeFile, stat } from 'node:fs/promises';
+import { join } from 'node:path';
+import { errnoOf, ioError } from './errors.js';
+
+export type Result =
+  | 'unchanged'
+  | 'applied'
+  | 'rejected'
+  | 'failed'
+  | 'disabled'
+  | 'rolled back';
+
+export interface Version {
+  file: string;
+  etag: string | undefined;
+  hash: string;
+  appliedAt: string;
+  size: number;
+}
+
+/** What pull-config remembers about one instance between runs. */
+export interface State {
+  /** ETag of the config that is live and was reloaded successfully. */
+  etag?: string;
+  hash?: string;
+  appliedAt?: string;
+  /** Applied configs, oldest first; the last one is live. */
+  versions: Version[];
+  lastResult?: Result;
+  lastRunAt?: string;
+  lastError?: string;
+  failure?: { code: string; since: string; count: number };
+  rejected?: { etag?: string; hash: string; at: string; message: string };
+  retryAfter?: string;
+  warned: string[];
+  disabled?: { reason: string; by: string; at: string };
+}
+
+export function emptyState(): State {
+  return { versions: [], warned: [] };
+}
+
+export function instanceDir(stateDir: string, key: string): string {
+  return join(stateDir, key);
+}
+
+/**
+ * Reads the state; a missing, unreadable or corrupt file is an empty state,
+ * which only costs one unconditional request.
+ */
+export async function readState(dir: string): Promise<State> {
+  try {
+    const parsed: unknown = JSON.parse(await readFile(join(dir, 'state.json'), 'utf8'));
+    if (typeof parsed !== 'object' || parsed === null) return emptyState();
+    const state = { ...emptyState(), ...(parsed as Partial<State>) };
+    if (!Array.isArray(state.versions) || !Array.isArray(state.warned)) return emptyState();
+    if (state.etag !== undefined && !isHeaderSafe(state.etag)) delete state.etag;
+    return state;
+  } catch {
+    return emptyState();
+  }
+}
+
+function isHeaderSafe(value: unknown): value is string {
+  return typeof value === 'string' && /^[\x21-\x7e][\x20-\x7e]*$/.test(value);
+}
+
+/** State directories hold copies of configs: root only. */
+export async function ensureDir(dir: string): Promise<void> {
+  try {
+    await mkdir(dir, { recursive: true, mode: 0o700 });
+  } catch (error) {
+    throw ioError('create', dir, error);
+  }
+}
+
+export async function writeState(dir: string, state: State): Promise<void> {
+  await ensureDir(dir);
+  await writeAtomic(join(dir, 'state.json'), JSON.stringify(state, null, 2) + '\n');
+}
+
+/** Atomic, fsynced, 0600; write-file-atomic is loaded only when needed. */
+export async function writeAtomic(path: string, data: string | Buffer): Promise<void> {
+  const { default: writeFileAtomic } = await import('write-file-atomic');
+  try {
+    await writeFileAtomic(path, data, { mode: 0o600 });
+  } catch (error) {
+    throw ioError('write', path, error);
+  }
+}
+
+/** Notes a successful check by touching a file: no write on the 304 path. */
+export async function touchChecked(dir: string): Promise<void> {
+  const path = join(dir, 'checked');
+  const now = new Date();
+  try {
+    await utimes(path, now, now);
+  } catch (error) {
+    if (errnoOf(error) !== 'ENOENT') throw error;
+    await ensureDir(dir);
+    await writeFile(path, '', { mode: 0o600 });
+  }
+}
+
+export async function lastChecked(dir: string): Promise<Date | undefined> {
+  try {
+    return (await stat(join(dir, 'checked'))).mtime;
+  } catch {
+    return undefined;
+  }
+}
