@@ -1,13 +1,16 @@
+import { mkdir } from 'node:fs/promises';
 import { PullError } from './errors.js';
 import { EXIT, type ExitCode } from './exit-codes.js';
+import { logEvent } from './events.js';
 import { realTarget } from './files.js';
 import { legacyInstance, loadInstance, type Instance } from './instances.js';
-import { tryLock } from './lock.js';
+import { tryLock, waitLock } from './lock.js';
 import { exitCodeOf, type Outcome } from './outcome.js';
-import { pull, type PullContext } from './pull.js';
+import { preview, pull, type PullContext, type PullMode } from './pull.js';
 import type { Reporter } from './report.js';
-import { readSite, type Paths } from './settings.js';
-import { ensureDir, instanceDir, readState, touchChecked, writeState, type State } from './state.js';
+import { readSite, type Paths, type Site } from './settings.js';
+import { ensureDir, instanceDir, readState, writeState, type State } from './state.js';
+import { updateSummary } from './summary.js';
 
 export interface CycleOptions {
   /** Undefined: legacy mode, driven by CONF_FILE and CONF_URL. */
@@ -17,85 +20,102 @@ export interface CycleOptions {
   reporter: Reporter;
   secrets: string[];
   version: string;
+  mode?: PullMode;
+  detailedExitCodes?: boolean;
 }
 
 /** Runs one instance's pull cycle and reports it; returns the exit code. */
 export async function runCycle(options: CycleOptions): Promise<ExitCode> {
   const { reporter, paths } = options;
-  const { instance, site } = await prepare(options).catch((error: unknown) => {
-    if (error instanceof PullError) error.message = `${options.name ?? 'legacy'}: ${error.message}`;
-    throw error;
-  });
+  const mode = options.mode ?? {};
+  const { instance, site } = await prepare(options);
   const dir = instanceDir(paths.stateDir, instance.stateKey);
 
-  const attempt = await tryLock(paths.stateDir, instance.stateKey);
+  // Cron runs give way at once; a person at a terminal waits a little.
+  const attempt = reporter.interactive
+    ? await waitLock(paths.stateDir, instance.stateKey, 3000)
+    : await tryLock(paths.stateDir, instance.stateKey);
   if (!('lock' in attempt)) {
-    return finish(reporter, instance, { kind: 'busy', holder: attempt.holder });
+    return finish(reporter, instance, { kind: 'busy', holder: attempt.holder }, options);
   }
 
   try {
     const state = await readState(dir);
     const before = JSON.stringify(state);
-    const context: PullContext = {
-      instance,
-      target: await realTarget(instance.confFile),
-      dir,
-      state,
-      step: 'start',
-      secrets: options.secrets,
-      scratchDir: dir,
-      apiKey: site.apiKey,
-      keyOrigins: new Set(site.managerUrls.map((url) => new URL(url).origin)),
-      version: options.version,
-      warn: (key, message) => warnOnce(reporter, instance, state, key, message),
-    };
-    warnPlainHttp(context);
+    const context = pullContext(options, instance, site, dir, state, mode);
+    reporter.debug(`${instance.name}: start: ${instance.confFile} from ${instance.urls.join(', ')}`);
 
-    const outcome = await pull(context).catch((error: unknown) => {
-      if (!(error instanceof PullError)) throw error;
-      return { kind: 'failed', error, step: context.step } satisfies Outcome;
-    });
-    noteOutcome(reporter, instance, state, outcome);
-    await saveState(dir, state, before, outcome, reporter, instance);
-    return finish(reporter, instance, outcome, state);
+    const outcome = await (mode.dryRun ? preview(context) : pull(context)).catch(
+      (error: unknown) => {
+        if (!(error instanceof PullError)) throw error;
+        return { kind: 'failed', error, step: context.step } satisfies Outcome;
+      },
+    );
+    if (mode.dryRun) return finish(reporter, instance, outcome, options);
+
+    await noteOutcome(reporter, instance, state, outcome, dir);
+    await saveState(options, instance, state, before, outcome);
+    return finish(reporter, instance, outcome, options);
   } finally {
     await attempt.lock.release();
   }
 }
 
-async function prepare(options: CycleOptions) {
-  const site = await readSite(options.paths, options.env);
-  if (site.apiKey) options.secrets.push(site.apiKey);
-  const instance = options.name
-    ? await loadInstance(options.name, options.paths, site)
-    : await legacyInstance(options.env, options.paths, site);
-  await ensureDir(instanceDir(options.paths.stateDir, instance.stateKey));
-  return { instance, site };
-}
+/** Reads the settings and the instance; errors name the instance. */
+export async function prepare(options: {
+  name: string | undefined;
+  paths: Paths;
+  env: NodeJS.ProcessEnv;
+  secrets: string[];
+}): Promise<{ instance: Instance; site: Site }> {
+  try {
+    const site = await readSite(options.paths, options.env);
+    if (site.apiKey) options.secrets.push(site.apiKey);
+    const instance = options.name
+      ? await loadInstance(options.name, options.paths, site)
+      : await legacyInstance(options.env, options.paths, site);
 
-function warnOnce(
-  reporter: Reporter,
-  instance: Instance,
-  state: State,
-  key: string | undefined,
-  message: string,
-): void {
-  if (key && state.warned.includes(key) && !reporter.interactive) return;
-  if (key && !state.warned.includes(key)) state.warned.push(key);
-  reporter.err(`${instance.name}: warning: ${message}`);
-}
-
-/** A key sent in clear text to anything but this machine can be read on the way. */
-function warnPlainHttp(context: PullContext): void {
-  if (!context.apiKey) return;
-  for (const url of context.instance.urls) {
-    const { protocol, hostname } = new URL(url);
-    const loopback = /^(localhost|127\.\d+\.\d+\.\d+|\[::1\])$/.test(hostname);
-    if (protocol === 'http:' && !loopback && context.keyOrigins.has(new URL(url).origin)) {
-      context.warn('plain-http', `API_KEY goes to ${hostname} over plain http://`);
-      return;
-    }
+    // The top is readable so that monitoring can read the status summaries;
+    // each instance's own directory, with its copies of configs, is not.
+    await mkdir(options.paths.stateDir, { recursive: true, mode: 0o755 });
+    await ensureDir(instanceDir(options.paths.stateDir, instance.stateKey));
+    return { instance, site };
+  } catch (error) {
+    if (error instanceof PullError) error.message = `${options.name ?? 'legacy'}: ${error.message}`;
+    throw error;
   }
+}
+
+function pullContext(
+  options: CycleOptions,
+  instance: Instance,
+  site: Site,
+  dir: string,
+  state: State,
+  mode: PullMode,
+): PullContext {
+  const { reporter } = options;
+  const context: PullContext = {
+    instance,
+    target: '',
+    dir,
+    state,
+    mode,
+    step: 'start',
+    secrets: options.secrets,
+    scratchDir: dir,
+    apiKey: site.apiKey,
+    keyOrigins: new Set(site.managerUrls.map((url) => new URL(url).origin)),
+    version: options.version,
+    debug: (message) => reporter.debug(`${instance.name}: ${context.step}: ${message}`),
+    warn: (key, message) => {
+      if (key && state.warned.includes(key) && !reporter.interactive) return;
+      if (key && !state.warned.includes(key)) state.warned.push(key);
+      reporter.err(`${instance.name}: warning: ${message}`);
+      if (!mode.dryRun) void logEvent(dir, 'warning', message);
+    },
+  };
+  return context;
 }
 
 /**
@@ -103,7 +123,13 @@ function warnPlainHttp(context: PullContext): void {
  * cause changes and when it ends, so an outage is a few lines, not 1,440 a
  * day. A run from a terminal always prints.
  */
-function noteOutcome(reporter: Reporter, instance: Instance, state: State, outcome: Outcome) {
+async function noteOutcome(
+  reporter: Reporter,
+  instance: Instance,
+  state: State,
+  outcome: Outcome,
+  dir: string,
+): Promise<void> {
   const now = new Date().toISOString();
   if (outcome.kind === 'failed' || outcome.kind === 'rejected') {
     const code = outcome.kind === 'rejected' ? `rejected ${outcome.key}` : outcome.error.code;
@@ -114,11 +140,14 @@ function noteOutcome(reporter: Reporter, instance: Instance, state: State, outco
     state.lastError = outcome.error.message;
     state.lastResult = outcome.kind;
     if (outcome.error.retryAfter) state.retryAfter = outcome.error.retryAfter.toISOString();
+
+    if (!same) await logEvent(dir, outcome.kind, oneLine(outcome.error));
     if (!same || reporter.interactive) {
       const step = outcome.kind === 'failed' ? outcome.step : 'validate';
       reporter.err(`${instance.name}: ${step}: ${outcome.error.message}`);
-      if (outcome.error.detail && reporter.interactive) {
-        for (const line of outcome.error.detail.split('\n')) reporter.err(`  ${line}`);
+      const detail = outcome.error.detail;
+      if (detail && (reporter.interactive || reporter.verbose)) {
+        for (const line of detail.split('\n')) reporter.err(`  ${line}`);
       }
     }
     return;
@@ -127,64 +156,91 @@ function noteOutcome(reporter: Reporter, instance: Instance, state: State, outco
   if (outcome.kind === 'unchanged' || outcome.kind === 'applied') {
     if (state.failure) {
       const runs = state.failure.count;
-      reporter.out(`${instance.name}: recovered after ${runs} failed run${runs === 1 ? '' : 's'}`);
+      const message = `recovered after ${runs} failed run${runs === 1 ? '' : 's'}`;
+      reporter.out(`${instance.name}: ${message}`);
+      await logEvent(dir, 'recovered', message);
       delete state.failure;
       delete state.lastError;
     }
+    if (outcome.kind === 'applied') {
+      await logEvent(dir, 'applied', `${outcome.etag ?? '(no ETag)'} (${outcome.bytes} bytes)`);
+    }
     state.lastResult = outcome.kind;
   }
+  if (outcome.kind === 'disabled') state.lastResult = 'disabled';
+}
+
+function oneLine(error: PullError): string {
+  return error.detail ? `${error.message} | ${error.detail}` : error.message;
 }
 
 async function saveState(
-  dir: string,
+  options: CycleOptions,
+  instance: Instance,
   state: State,
   before: string,
   outcome: Outcome,
-  reporter: Reporter,
-  instance: Instance,
 ): Promise<void> {
+  const dir = instanceDir(options.paths.stateDir, instance.stateKey);
+  const success = outcome.kind === 'unchanged' || outcome.kind === 'applied';
+  const stateChanged = JSON.stringify(state) !== before;
   try {
-    if (JSON.stringify(state) !== before) await writeState(dir, state);
-    if (outcome.kind === 'unchanged' || outcome.kind === 'applied') await touchChecked(dir);
+    if (stateChanged) await writeState(dir, state);
+    await updateSummary(options.paths.stateDir, instance, state, { success, stateChanged });
   } catch (error) {
     // A check that found nothing to do must not fail because the state disk
-    // is full; the next write will say so.
-    if (outcome.kind === 'unchanged') return;
+    // is full; a run that changed something says so.
+    if (outcome.kind === 'unchanged' && !options.reporter.interactive) return;
     const message = error instanceof Error ? error.message : String(error);
-    reporter.err(`${instance.name}: state: ${message}`);
+    options.reporter.err(`${instance.name}: state: ${message}`);
   }
 }
 
-function finish(reporter: Reporter, instance: Instance, outcome: Outcome, _state?: State): ExitCode {
+function finish(
+  reporter: Reporter,
+  instance: Instance,
+  outcome: Outcome,
+  options: CycleOptions,
+): ExitCode {
+  const name = instance.name;
   switch (outcome.kind) {
     case 'applied': {
       const tag = outcome.etag ?? '(no ETag)';
       const reloaded = outcome.reloaded ? ', reloaded' : '';
-      reporter.out(`${instance.name}: applied ${tag} (${outcome.bytes} bytes)${reloaded}`);
+      reporter.out(`${name}: applied ${tag} (${outcome.bytes} bytes)${reloaded}`);
       break;
     }
+    case 'would change':
+      process.stdout.write(outcome.diff);
+      break;
+    case 'unchanged':
+      if (options.mode?.dryRun) reporter.out(`${name}: no change`);
+      break;
     case 'busy':
       if (reporter.interactive) {
         const who = outcome.holder ? `process ${outcome.holder}` : 'another process';
-        reporter.err(`${instance.name}: lock: ${who} is already running this instance`);
+        reporter.err(`${name}: lock: ${who} is running this instance now`);
       }
       break;
     case 'disabled':
       if (reporter.interactive) {
-        reporter.err(
-          `${instance.name}: disabled by ${outcome.by} at ${outcome.at}: ${outcome.reason}`,
-        );
+        reporter.err(`${name}: disabled by ${outcome.by} at ${outcome.at}: ${outcome.reason}`);
       }
       break;
     case 'deferred':
       if (reporter.interactive) {
-        reporter.err(`${instance.name}: fetch: the manager asked to wait until ${outcome.until}`);
+        reporter.err(`${name}: fetch: the manager asked us to wait until ${outcome.until}`);
       }
       break;
-    default:
+    case 'failed':
+    case 'rejected':
+      if (options.mode?.dryRun) reporter.err(`${name}: ${outcome.error.message}`);
       break;
   }
-  return exitCodeOf(outcome, reporter.interactive);
+
+  const code = exitCodeOf(outcome, reporter.interactive);
+  if (options.detailedExitCodes && outcome.kind === 'applied') return 2 as ExitCode;
+  return code;
 }
 
 export { EXIT };

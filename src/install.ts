@@ -31,6 +31,7 @@ export async function install(
   content: Buffer,
   etag: string | undefined,
   live: Buffer | undefined,
+  record: (context: InstallContext) => Promise<void> = (c) => commit(c, content, etag),
 ): Promise<void> {
   const { instance, target, dir } = context;
   const pending = {
@@ -74,7 +75,7 @@ export async function install(
   }
 
   context.step = 'record';
-  await commit(context, content, etag);
+  await record(context);
   await endApply(dir);
 }
 

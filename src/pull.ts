@@ -1,7 +1,15 @@
 import { join } from 'node:path';
 import { PullError } from './errors.js';
 import { fetchConfig, type Fetched } from './fetch.js';
-import { readLive, removeStaleCandidates, writeConfig } from './files.js';
+import { usesCandidate } from './command.js';
+import {
+  readLive,
+  realTarget,
+  removeFile,
+  removeStaleCandidates,
+  stageFile,
+  writeConfig,
+} from './files.js';
 import { hashOf, install, restore, type InstallContext } from './install.js';
 import { endApply, readPending } from './journal.js';
 import type { Outcome } from './outcome.js';
@@ -10,23 +18,33 @@ import { assertReloadable, reload, validate } from './service.js';
 import { ensureDir, writeAtomic } from './state.js';
 import { readVersion } from './versions.js';
 
+export interface PullMode {
+  /** Fetch and validate, show the diff, change nothing. */
+  dryRun?: boolean;
+  /** Ignore the stored ETag, the rejected mark and Retry-After. */
+  force?: boolean;
+}
+
 export interface PullContext extends InstallContext {
   apiKey: string | undefined;
   keyOrigins: Set<string>;
   version: string;
+  mode: PullMode;
   warn: (key: string | undefined, message: string) => void;
+  debug: (message: string) => void;
 }
 
 /** One pull cycle, step by step; returns as soon as there is nothing to do. */
 export async function pull(context: PullContext): Promise<Outcome> {
-  const { state, instance } = context;
+  const { state, instance, mode } = context;
 
   context.step = 'recover';
+  context.target = await realTarget(instance.confFile);
   await recoverInterrupted(context);
   await removeStaleCandidates(context.target);
 
   if (state.disabled) return { kind: 'disabled', ...state.disabled };
-  if (state.retryAfter && Date.parse(state.retryAfter) > Date.now()) {
+  if (!mode.force && state.retryAfter && Date.parse(state.retryAfter) > Date.now()) {
     return { kind: 'deferred', until: state.retryAfter };
   }
 
@@ -35,15 +53,7 @@ export async function pull(context: PullContext): Promise<Outcome> {
 
   context.step = 'fetch';
   const live = await readLive(context.target);
-  const fetched = await fetchConfig({
-    urls: instance.urls,
-    apiKey: context.apiKey,
-    keyOrigins: context.keyOrigins,
-    etags: conditionalEtags(context, live),
-    tunables: instance.tunables,
-    notFoundHint: instance.notFoundHint,
-    version: context.version,
-  });
+  const fetched = await fetchFor(context, mode.force ? [] : conditionalEtags(context, live));
   delete state.retryAfter;
   if (fetched.notModified) return notModified(context, fetched.etag);
 
@@ -55,7 +65,7 @@ export async function pull(context: PullContext): Promise<Outcome> {
   if (live?.equals(fetched.body)) return adopt(context, fetched);
 
   const hash = hashOf(fetched.body);
-  if (stillRejected(context, hash)) {
+  if (!mode.force && stillRejected(context, hash)) {
     return { kind: 'rejected', error: rejection(state.rejected!.message), key: hash };
   }
 
@@ -78,6 +88,61 @@ export async function pull(context: PullContext): Promise<Outcome> {
 }
 
 const now = () => new Date().toISOString();
+
+async function fetchFor(context: PullContext, etags: string[]): Promise<Fetched> {
+  const { instance } = context;
+  const started = Date.now();
+  const fetched = await fetchConfig({
+    urls: instance.urls,
+    apiKey: context.apiKey,
+    keyOrigins: context.keyOrigins,
+    etags,
+    tunables: instance.tunables,
+    notFoundHint: instance.notFoundHint,
+    version: context.version,
+  });
+  const status = fetched.notModified ? '304' : `200, ${fetched.body.length} bytes`;
+  context.debug(`${fetched.url}: ${status}, ${Date.now() - started} ms`);
+  return fetched;
+}
+
+/**
+ * A dry run: fetch unconditionally, validate, and show what would change as
+ * a unified diff. Nothing is written but the candidate, which is removed.
+ */
+export async function preview(context: PullContext): Promise<Outcome> {
+  const { instance } = context;
+  context.step = 'fetch';
+  context.target = await realTarget(instance.confFile);
+  const live = await readLive(context.target);
+  const fetched = await fetchFor(context, []);
+  if (fetched.notModified) return { kind: 'unchanged' };
+
+  context.step = 'check';
+  screenBody(fetched.body, fetched.contentType, instance.tunables.allowEmpty);
+  if (live?.equals(fetched.body)) return { kind: 'unchanged' };
+
+  context.step = 'validate';
+  if (instance.test && usesCandidate(instance.test)) {
+    const staged = await stageFile(context.target, fetched.body);
+    try {
+      await validate(instance, staged, context);
+    } finally {
+      await removeFile(staged);
+    }
+  } else if (instance.test) {
+    context.warn(undefined, 'TEST_COMMAND checks the live path only, so a dry run skips it');
+  }
+
+  const { createTwoFilesPatch } = await import('diff');
+  const diff = createTwoFilesPatch(
+    instance.confFile,
+    `${instance.confFile} (from the manager)`,
+    live?.toString('utf8') ?? '',
+    fetched.body.toString('utf8'),
+  );
+  return { kind: 'would change', diff };
+}
 
 function rejection(message: string): PullError {
   return new PullError(message, { code: 'rejected', exitCode: 65 });

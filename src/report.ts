@@ -5,6 +5,7 @@ export interface Reporter {
   /** Steps, shown with --verbose only. */
   debug(line: string): void;
   interactive: boolean;
+  verbose: boolean;
 }
 
 export interface ReporterOptions {
@@ -30,5 +31,6 @@ export function createReporter(options: ReporterOptions): Reporter {
       if (options.verbose) process.stderr.write(redact(line) + '\n');
     },
     interactive: Boolean(process.stdout.isTTY || process.stderr.isTTY),
+    verbose: options.verbose,
   };
 }

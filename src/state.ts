@@ -1,6 +1,6 @@
-import { mkdir, readFile, utimes, writeFile, stat } from 'node:fs/promises';
+import { mkdir, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { errnoOf, ioError } from './errors.js';
+import { ioError } from './errors.js';
 
 export type Result =
   | 'unchanged'
@@ -80,32 +80,15 @@ export async function writeState(dir: string, state: State): Promise<void> {
 }
 
 /** Atomic, fsynced, 0600; write-file-atomic is loaded only when needed. */
-export async function writeAtomic(path: string, data: string | Buffer): Promise<void> {
+export async function writeAtomic(
+  path: string,
+  data: string | Buffer,
+  mode = 0o600,
+): Promise<void> {
   const { default: writeFileAtomic } = await import('write-file-atomic');
   try {
-    await writeFileAtomic(path, data, { mode: 0o600 });
+    await writeFileAtomic(path, data, { mode });
   } catch (error) {
     throw ioError('write', path, error);
-  }
-}
-
-/** Notes a successful check by touching a file: no write on the 304 path. */
-export async function touchChecked(dir: string): Promise<void> {
-  const path = join(dir, 'checked');
-  const now = new Date();
-  try {
-    await utimes(path, now, now);
-  } catch (error) {
-    if (errnoOf(error) !== 'ENOENT') throw error;
-    await ensureDir(dir);
-    await writeFile(path, '', { mode: 0o600 });
-  }
-}
-
-export async function lastChecked(dir: string): Promise<Date | undefined> {
-  try {
-    return (await stat(join(dir, 'checked'))).mtime;
-  } catch {
-    return undefined;
   }
 }

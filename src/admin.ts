@@ -1,0 +1,116 @@
+import { userInfo } from 'node:os';
+import { PullError } from './errors.js';
+import { EXIT } from './exit-codes.js';
+import { logEvent, readEvents } from './events.js';
+import { readLive, realTarget } from './files.js';
+import { install, type InstallContext } from './install.js';
+import type { Instance } from './instances.js';
+import { waitLock } from './lock.js';
+import type { Paths } from './settings.js';
+import { instanceDir, readState, writeState, type State } from './state.js';
+import { updateSummary } from './summary.js';
+import { readVersion } from './versions.js';
+import { rm } from 'node:fs/promises';
+import { join } from 'node:path';
+
+/** Who is acting, for disable reasons: the admin behind sudo if any. */
+export function actor(env: NodeJS.ProcessEnv): string {
+  return env.SUDO_USER || env.USER || env.LOGNAME || userInfo().username;
+}
+
+interface AdminContext {
+  instance: Instance;
+  paths: Paths;
+  secrets: string[];
+}
+
+/** Runs `change` on the instance's state under its lock, then saves it. */
+async function withState<T>(
+  context: AdminContext,
+  change: (state: State, dir: string) => Promise<T>,
+): Promise<T> {
+  const { instance, paths } = context;
+  const attempt = await waitLock(paths.stateDir, instance.stateKey, 10_000);
+  if (!('lock' in attempt)) {
+    const who = attempt.holder ? `process ${attempt.holder}` : 'another process';
+    throw new PullError(`${instance.name}: ${who} holds the lock; try again shortly`, {
+      code: 'busy',
+      exitCode: EXIT.tempFail,
+    });
+  }
+  try {
+    const dir = instanceDir(paths.stateDir, instance.stateKey);
+    const state = await readState(dir);
+    const result = await change(state, dir);
+    await writeState(dir, state);
+    await updateSummary(paths.stateDir, instance, state, { success: false, stateChanged: true });
+    return result;
+  } finally {
+    await attempt.lock.release();
+  }
+}
+
+export async function disable(context: AdminContext, reason: string, by: string) {
+  await withState(context, async (state, dir) => {
+    state.disabled = { reason, by, at: new Date().toISOString() };
+    state.lastResult = 'disabled';
+    await logEvent(dir, 'disabled', `by ${by}: ${reason}`);
+  });
+}
+
+export async function enable(context: AdminContext, by: string): Promise<boolean> {
+  return withState(context, async (state, dir) => {
+    if (!state.disabled) return false;
+    delete state.disabled;
+    await logEvent(dir, 'enabled', `by ${by}`);
+    return true;
+  });
+}
+
+/**
+ * Puts back the version applied before the live one, validated and
+ * reloaded, and disables the instance so that the next cron run does not
+ * undo it. Each rollback goes one version further back.
+ */
+export async function rollback(context: AdminContext, by: string): Promise<State['versions'][0]> {
+  const { instance } = context;
+  return withState(context, async (state, dir) => {
+    const current = state.versions.at(-1);
+    const previous = state.versions.at(-2);
+    if (!current || !previous) {
+      throw new PullError(`${instance.name}: no earlier version is kept to roll back to`, {
+        code: 'no-version',
+        exitCode: EXIT.usage,
+      });
+    }
+    const content = await readVersion(dir, previous);
+    if (!content) throw new PullError(`${instance.name}: the kept copy ${previous.file} is missing`,
+      { code: 'no-version', exitCode: EXIT.ioError });
+
+    const target = await realTarget(instance.confFile);
+    const installContext: InstallContext = {
+      instance, target, dir, state, step: 'rollback',
+      secrets: context.secrets, scratchDir: dir,
+    };
+    await install(installContext, content, previous.etag, await readLive(target), async () => {
+      state.versions.pop();
+      await rm(join(dir, 'versions', current.file), { force: true });
+      state.etag = previous.etag;
+      state.hash = previous.hash;
+      state.appliedAt = new Date().toISOString();
+      await writeState(dir, state);
+    });
+
+    const reason = `rolled back from ${current.etag ?? current.hash.slice(0, 12)} ` +
+      `to ${previous.etag ?? previous.hash.slice(0, 12)}; enable to follow the manager again`;
+    state.disabled = { reason, by, at: new Date().toISOString() };
+    state.lastResult = 'rolled back';
+    await logEvent(dir, 'rollback', `by ${by}: ${reason}`);
+    return previous;
+  });
+}
+
+export async function history(context: AdminContext): Promise<{ state: State; events: string[] }> {
+  const dir = instanceDir(context.paths.stateDir, context.instance.stateKey);
+  return { state: await readState(dir), events: await readEvents(dir, 20) };
+}
