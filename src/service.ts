@@ -97,5 +97,7 @@ function suffix(output: string): string {
 /** The line that says what went wrong: nginx prints [emerg] before a summary. */
 function keyLine(output: string): string | undefined {
   const lines = output.split('\n').filter(Boolean);
-  return lines.find((line) => /\[(emerg|alert|crit|error)\]/.test(line)) ?? lines.at(-1);
+  const line = lines.find((text) => /\[(emerg|alert|crit|error)\]/.test(text)) ?? lines.at(-1);
+  // nginx prefixes its log lines with a time and pid#tid that say nothing here.
+  return line?.replace(/^\d{4}\/\d\d\/\d\d \d\d:\d\d:\d\d (\[\w+\]) \d+#\d+: /, '$1 ');
 }

@@ -97,7 +97,7 @@ async function statusOf(
     url: instance?.urls[0] ? describe(new URL(instance.urls[0])) : summary?.url,
     shim: shimState,
     active: shimState === 'ok',
-    lastCheck: summary?.lastAttemptAt,
+    lastCheck: latest(summary?.lastAttemptAt, summary?.lastSuccessAt?.toISOString()),
     lastSuccess: summary?.lastSuccessAt?.toISOString(),
     result: resultOf(state, summary),
     etag: state ? state.etag : summary?.etag,
@@ -110,6 +110,10 @@ async function statusOf(
     rejected: rejected && { etag: rejected.etag, at: rejected.at, message: rejected.message },
     problems,
   };
+}
+
+function latest(...times: (string | undefined)[]): string | undefined {
+  return times.filter((time) => time !== undefined).sort().at(-1);
 }
 
 function resultOf(state: State | undefined, summary: SummaryWithTime | undefined): string {
