@@ -21,13 +21,20 @@ function step(text: string): void {
 
 function show(label: string, text: string): void {
   const lines = text.trimEnd() || '(nothing: cron would mail nothing)';
-  process.stdout.write(lines.split('\n').map((line) => `   ${label} ${line}`).join('\n') + '\n');
+  process.stdout.write(
+    lines
+      .split('\n')
+      .map((line) => `   ${label} ${line}`)
+      .join('\n') + '\n',
+  );
 }
 
 async function main(): Promise<void> {
   for (const binary of [NGINX_BIN, DNSMASQ_BIN]) {
     if (!existsSync(binary)) {
-      process.stderr.write(`The demo runs the real ${binary}: install it with scripts/install-deps\n`);
+      process.stderr.write(
+        `The demo runs the real ${binary}: install it with scripts/install-deps\n`,
+      );
       process.exitCode = 1;
       return;
     }
@@ -50,7 +57,11 @@ async function main(): Promise<void> {
   const nginxVersion = (body: string) =>
     nginxConfig({ port: nginx.port, prefix: nginx.prefix, body });
   const dnsVersion = (address: string) =>
-    dnsmasqConfig({ port: dnsmasq.port, pidFile: dnsmasq.pidFile, records: { 'www.demo.test': address } });
+    dnsmasqConfig({
+      port: dnsmasq.port,
+      pidFile: dnsmasq.pidFile,
+      records: { 'www.demo.test': address },
+    });
   manager.serve('/sites/demo/nginx.conf', nginxVersion('hello from version 1\n'));
   manager.serve('/sites/demo/dnsmasq.conf', dnsVersion('192.0.2.10'));
 
@@ -95,13 +106,18 @@ async function main(): Promise<void> {
   show('www.demo.test is', (await dnsmasq.query('www.demo.test')).join(' '));
 
   step('The manager serves an nginx config with a typo');
-  const broken = nginxVersion('hello from version 3\n').replace('worker_connections', 'worker_conections');
+  const broken = nginxVersion('hello from version 3\n').replace(
+    'worker_connections',
+    'worker_conections',
+  );
   manager.serve('/sites/demo/nginx.conf', broken);
   await cronRun('Next minute');
   show('nginx answers:', (await nginx.get('/')).body);
   const live = await readFile(nginx.confPath, 'utf8');
   show('live file:', live.includes('version 2') ? 'still version 2' : 'CHANGED');
-  await cronRun('And the minute after (the refused config is not fetched or tested again)');
+  await cronRun(
+    'And the minute after (the refused config is not fetched or tested again)',
+  );
 
   step('What the admin sees: pull-config status');
   const status = await runCli(['status', 'nginx', 'dnsmasq'], env);

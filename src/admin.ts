@@ -43,7 +43,10 @@ async function withState<T>(
     const state = await readState(dir);
     const result = await change(state, dir);
     await writeState(dir, state);
-    await updateSummary(paths.stateDir, instance, state, { success: false, stateChanged: true });
+    await updateSummary(paths.stateDir, instance, state, {
+      success: false,
+      stateChanged: true,
+    });
     return result;
   } finally {
     await attempt.lock.release();
@@ -72,36 +75,57 @@ export async function enable(context: AdminContext, by: string): Promise<boolean
  * reloaded, and disables the instance so that the next cron run does not
  * undo it. Each rollback goes one version further back.
  */
-export async function rollback(context: AdminContext, by: string): Promise<State['versions'][0]> {
+export async function rollback(
+  context: AdminContext,
+  by: string,
+): Promise<State['versions'][0]> {
   const { instance } = context;
   return withState(context, async (state, dir) => {
     const current = state.versions.at(-1);
     const previous = state.versions.at(-2);
     if (!current || !previous) {
-      throw new PullError(`${instance.name}: no earlier version is kept to roll back to`, {
-        code: 'no-version',
-        exitCode: EXIT.usage,
-      });
+      throw new PullError(
+        `${instance.name}: no earlier version is kept to roll back to`,
+        {
+          code: 'no-version',
+          exitCode: EXIT.usage,
+        },
+      );
     }
     const content = await readVersion(dir, previous);
-    if (!content) throw new PullError(`${instance.name}: the kept copy ${previous.file} is missing`,
-      { code: 'no-version', exitCode: EXIT.ioError });
+    if (!content)
+      throw new PullError(`${instance.name}: the kept copy ${previous.file} is missing`, {
+        code: 'no-version',
+        exitCode: EXIT.ioError,
+      });
 
     const target = await realTarget(instance.confFile);
     const installContext: InstallContext = {
-      instance, target, dir, state, step: 'rollback',
-      secrets: context.secrets, scratchDir: dir,
+      instance,
+      target,
+      dir,
+      state,
+      step: 'rollback',
+      secrets: context.secrets,
+      scratchDir: dir,
     };
-    await install(installContext, content, previous.etag, await readLive(target), async () => {
-      state.versions.pop();
-      await rm(join(dir, 'versions', current.file), { force: true });
-      state.etag = previous.etag;
-      state.hash = previous.hash;
-      state.appliedAt = new Date().toISOString();
-      await writeState(dir, state);
-    });
+    await install(
+      installContext,
+      content,
+      previous.etag,
+      await readLive(target),
+      async () => {
+        state.versions.pop();
+        await rm(join(dir, 'versions', current.file), { force: true });
+        state.etag = previous.etag;
+        state.hash = previous.hash;
+        state.appliedAt = new Date().toISOString();
+        await writeState(dir, state);
+      },
+    );
 
-    const reason = `rolled back from ${current.etag ?? current.hash.slice(0, 12)} ` +
+    const reason =
+      `rolled back from ${current.etag ?? current.hash.slice(0, 12)} ` +
       `to ${previous.etag ?? previous.hash.slice(0, 12)}; enable to follow the manager again`;
     state.disabled = { reason, by, at: new Date().toISOString() };
     state.lastResult = 'rolled back';
@@ -110,7 +134,9 @@ export async function rollback(context: AdminContext, by: string): Promise<State
   });
 }
 
-export async function history(context: AdminContext): Promise<{ state: State; events: string[] }> {
+export async function history(
+  context: AdminContext,
+): Promise<{ state: State; events: string[] }> {
   const dir = instanceDir(context.paths.stateDir, context.instance.stateKey);
   return { state: await readState(dir), events: await readEvents(dir, 20) };
 }

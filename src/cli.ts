@@ -1,13 +1,15 @@
 import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
 import { readFileSync } from 'node:fs';
-import { actor, disable, enable, history, rollback } from './admin.js';
-import { prepare, runCycle } from './cycle.js';
 import { PullError } from './errors.js';
 import { EXIT } from './exit-codes.js';
 import { createReporter, type Reporter } from './report.js';
 import { pathsFrom } from './settings.js';
-import { collectStatus } from './status.js';
-import { ago, checkStatus, renderStatus } from './status-view.js';
+
+// Each command loads its modules when it runs: almost every run is a 304,
+// and that path should not pay for status, rollback or diffs.
+const admin = () => import('./admin.js');
+const status = () => import('./status.js');
+const view = () => import('./status-view.js');
 
 const EXIT_HELP = `
 Exit codes:
@@ -18,7 +20,10 @@ Exit codes:
   74  local I/O error (disk full, permissions)
   75  temporary failure (manager unreachable, timed out, 5xx, 429)
   77  the manager refused the key
-  78  configuration error`;
+  78  configuration error
+
+Example:
+  pull-config status && pull-config run nginx --dry-run`;
 
 interface GlobalOptions {
   verbose?: boolean;
@@ -50,10 +55,14 @@ function program(secrets: string[], setExit: (code: number) => void): Command {
 
   const reporter = (): Reporter => {
     const options = cli.opts<GlobalOptions>();
-    return createReporter({ secrets, verbose: !!options.verbose, quiet: !!options.quiet });
+    return createReporter({
+      secrets,
+      verbose: !!options.verbose,
+      quiet: !!options.quiet,
+    });
   };
   const load = async (name: string) => ({
-    ...(await prepare({ name, paths, env, secrets })),
+    ...(await (await import('./cycle.js')).prepare({ name, paths, env, secrets })),
     paths,
     secrets,
   });
@@ -63,7 +72,10 @@ function program(secrets: string[], setExit: (code: number) => void): Command {
     .command('run', { isDefault: true })
     .description('run the pull cycle for one instance (the shims call this)')
     .argument('[name]', 'instance; without it, legacy mode reads CONF_FILE and CONF_URL')
-    .option('--dry-run', 'fetch and validate, print the diff, change nothing (exit 2: would change)')
+    .option(
+      '--dry-run',
+      'fetch and validate, print the diff, change nothing (exit 2: would change)',
+    )
     .option('--force', 'ignore the stored ETag, the rejected mark and Retry-After')
     .option('--detailed-exitcodes', 'exit 2 when a change was applied')
     .addHelpText('after', example('pull-config run nginx --dry-run'))
@@ -74,6 +86,7 @@ function program(secrets: string[], setExit: (code: number) => void): Command {
           exitCode: EXIT.usage,
         });
       }
+      const { runCycle } = await import('./cycle.js');
       const code = await runCycle({
         name,
         paths,
@@ -93,10 +106,16 @@ function program(secrets: string[], setExit: (code: number) => void): Command {
     .argument('[names...]', 'instances to show; all by default')
     .option('--json', 'print one JSON document (version 1, ISO 8601 times)')
     .option('--check', 'monitoring probe: exit 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN')
-    .option('--max-age <seconds>', 'with --check: oldest acceptable successful check', seconds, 600)
+    .option(
+      '--max-age <seconds>',
+      'with --check: oldest acceptable successful check',
+      seconds,
+      600,
+    )
     .addHelpText('after', example('pull-config status --check --max-age 300'))
     .action(async (names: string[], options) => {
-      const report = await collectStatus(paths, env, names);
+      const report = await (await status()).collectStatus(paths, env, names);
+      const { checkStatus, renderStatus } = await view();
       if (options.check) {
         const result = checkStatus(report, names.length > 0, options.maxAge * 1000);
         process.stdout.write(result.line + '\n');
@@ -111,9 +130,14 @@ function program(secrets: string[], setExit: (code: number) => void): Command {
       const colour = Boolean(process.stdout.isTTY) && !('NO_COLOR' in env);
       process.stdout.write(renderStatus(report, colour));
       if (cli.opts<GlobalOptions>().verbose) {
+        const { readEvents } = await import('./events.js');
+        const { instanceDir } = await import('./state.js');
+        // Read as it is: status creates nothing, and runs unprivileged too.
         for (const name of names) {
-          const { events } = await history(await load(name));
-          process.stdout.write(`\n${name} events:\n${events.map((e) => `  ${e}\n`).join('')}`);
+          const events = await readEvents(instanceDir(paths.stateDir, name), 20);
+          process.stdout.write(
+            `\n${name} events:\n${events.map((e) => `  ${e}\n`).join('')}`,
+          );
         }
       }
     });
@@ -121,8 +145,9 @@ function program(secrets: string[], setExit: (code: number) => void): Command {
   cli
     .command('list')
     .description('list the instances and where each definition comes from')
+    .addHelpText('after', example('pull-config list'))
     .action(async () => {
-      const report = await collectStatus(paths, env, []);
+      const report = await (await status()).collectStatus(paths, env, []);
       for (const item of report.instances) {
         const where = item.origin ?? item.problems[0] ?? 'unknown';
         process.stdout.write(`${item.name.padEnd(16)} ${where}\n`);
@@ -135,7 +160,8 @@ function program(secrets: string[], setExit: (code: number) => void): Command {
     .argument('<name>')
     .addHelpText('after', example('pull-config history nginx'))
     .action(async (name: string) => {
-      const { state } = await history(await load(name));
+      const { state } = await (await admin()).history(await load(name));
+      const { ago } = await view();
       const versions = [...state.versions].reverse();
       if (versions.length === 0) process.stdout.write(`${name}: no version kept yet\n`);
       versions.forEach((version, index) => {
@@ -153,6 +179,7 @@ function program(secrets: string[], setExit: (code: number) => void): Command {
     .requiredOption('--reason <text>', 'why, shown by status and to whoever runs it')
     .addHelpText('after', example(`pull-config disable nginx --reason "debugging TLS"`))
     .action(async (name: string, options: { reason: string }) => {
+      const { actor, disable } = await admin();
       await disable(await load(name), options.reason, actor(env));
       process.stdout.write(`${name}: disabled: ${options.reason}\n`);
     });
@@ -163,6 +190,7 @@ function program(secrets: string[], setExit: (code: number) => void): Command {
     .argument('<name>')
     .addHelpText('after', example('pull-config enable nginx'))
     .action(async (name: string) => {
+      const { actor, enable } = await admin();
       const changed = await enable(await load(name), actor(env));
       process.stdout.write(`${name}: ${changed ? 'enabled' : 'was not disabled'}\n`);
     });
@@ -171,11 +199,17 @@ function program(secrets: string[], setExit: (code: number) => void): Command {
     .command('rollback')
     .description('put back the previous applied version and disable the instance')
     .argument('<name>')
-    .addHelpText('after', example('pull-config rollback nginx && pull-config status nginx'))
+    .addHelpText(
+      'after',
+      example('pull-config rollback nginx && pull-config status nginx'),
+    )
     .action(async (name: string) => {
+      const { actor, rollback } = await admin();
       const version = await rollback(await load(name), actor(env));
       const tag = version.etag ?? '(no ETag)';
-      process.stdout.write(`${name}: rolled back to ${tag} from ${version.appliedAt}; disabled\n`);
+      process.stdout.write(
+        `${name}: rolled back to ${tag} from ${version.appliedAt}; disabled\n`,
+      );
     });
 
   return cli;
@@ -194,7 +228,9 @@ export async function main(argv: string[]): Promise<void> {
       reporter.err(error.message);
       process.exitCode = error.exitCode;
     } else {
-      reporter.err(`pull-config: internal error: ${(error as Error)?.stack ?? String(error)}`);
+      reporter.err(
+        `pull-config: internal error: ${(error as Error)?.stack ?? String(error)}`,
+      );
       process.exitCode = 70;
     }
   }

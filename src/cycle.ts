@@ -1,8 +1,7 @@
-import { mkdir } from 'node:fs/promises';
+import { chmod, mkdir } from 'node:fs/promises';
 import { PullError } from './errors.js';
 import { EXIT, type ExitCode } from './exit-codes.js';
 import { logEvent } from './events.js';
-import { realTarget } from './files.js';
 import { legacyInstance, loadInstance, type Instance } from './instances.js';
 import { tryLock, waitLock } from './lock.js';
 import { exitCodeOf, type Outcome } from './outcome.js';
@@ -43,7 +42,9 @@ export async function runCycle(options: CycleOptions): Promise<ExitCode> {
     const state = await readState(dir);
     const before = JSON.stringify(state);
     const context = pullContext(options, instance, site, dir, state, mode);
-    reporter.debug(`${instance.name}: start: ${instance.confFile} from ${instance.urls.join(', ')}`);
+    reporter.debug(
+      `${instance.name}: start: ${instance.confFile} from ${instance.urls.join(', ')}`,
+    );
 
     const outcome = await (mode.dryRun ? preview(context) : pull(context)).catch(
       (error: unknown) => {
@@ -76,12 +77,15 @@ export async function prepare(options: {
       : await legacyInstance(options.env, options.paths, site);
 
     // The top is readable so that monitoring can read the status summaries;
-    // each instance's own directory, with its copies of configs, is not.
-    await mkdir(options.paths.stateDir, { recursive: true, mode: 0o755 });
+    // each instance's own directory, with its copies of configs, is not. The
+    // umask masks mkdir's mode, hence the chmod.
+    const created = await mkdir(options.paths.stateDir, { recursive: true, mode: 0o755 });
+    if (created) await chmod(options.paths.stateDir, 0o755);
     await ensureDir(instanceDir(options.paths.stateDir, instance.stateKey));
     return { instance, site };
   } catch (error) {
-    if (error instanceof PullError) error.message = `${options.name ?? 'legacy'}: ${error.message}`;
+    if (error instanceof PullError)
+      error.message = `${options.name ?? 'legacy'}: ${error.message}`;
     throw error;
   }
 }
@@ -132,14 +136,16 @@ async function noteOutcome(
 ): Promise<void> {
   const now = new Date().toISOString();
   if (outcome.kind === 'failed' || outcome.kind === 'rejected') {
-    const code = outcome.kind === 'rejected' ? `rejected ${outcome.key}` : outcome.error.code;
+    const code =
+      outcome.kind === 'rejected' ? `rejected ${outcome.key}` : outcome.error.code;
     const same = state.failure?.code === code;
     state.failure = same
       ? { ...state.failure!, count: state.failure!.count + 1 }
       : { code, since: now, count: 1 };
     state.lastError = outcome.error.message;
     state.lastResult = outcome.kind;
-    if (outcome.error.retryAfter) state.retryAfter = outcome.error.retryAfter.toISOString();
+    if (outcome.error.retryAfter)
+      state.retryAfter = outcome.error.retryAfter.toISOString();
 
     if (!same) await logEvent(dir, outcome.kind, oneLine(outcome.error));
     if (!same || reporter.interactive) {
@@ -163,7 +169,11 @@ async function noteOutcome(
       delete state.lastError;
     }
     if (outcome.kind === 'applied') {
-      await logEvent(dir, 'applied', `${outcome.etag ?? '(no ETag)'} (${outcome.bytes} bytes)`);
+      await logEvent(
+        dir,
+        'applied',
+        `${outcome.etag ?? '(no ETag)'} (${outcome.bytes} bytes)`,
+      );
     }
     state.lastResult = outcome.kind;
   }
@@ -186,7 +196,10 @@ async function saveState(
   const stateChanged = JSON.stringify(state) !== before;
   try {
     if (stateChanged) await writeState(dir, state);
-    await updateSummary(options.paths.stateDir, instance, state, { success, stateChanged });
+    await updateSummary(options.paths.stateDir, instance, state, {
+      success,
+      stateChanged,
+    });
   } catch (error) {
     // A check that found nothing to do must not fail because the state disk
     // is full; a run that changed something says so.
@@ -224,12 +237,16 @@ function finish(
       break;
     case 'disabled':
       if (reporter.interactive) {
-        reporter.err(`${name}: disabled by ${outcome.by} at ${outcome.at}: ${outcome.reason}`);
+        reporter.err(
+          `${name}: disabled by ${outcome.by} at ${outcome.at}: ${outcome.reason}`,
+        );
       }
       break;
     case 'deferred':
       if (reporter.interactive) {
-        reporter.err(`${name}: fetch: the manager asked us to wait until ${outcome.until}`);
+        reporter.err(
+          `${name}: fetch: the manager asked us to wait until ${outcome.until}`,
+        );
       }
       break;
     case 'failed':

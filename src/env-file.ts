@@ -31,7 +31,8 @@ export function parseEnv(text: string, file: string): EnvEntries {
     if (equals < 0) throw configError(`${where}: expected KEY=VALUE`);
 
     const key = body.slice(0, equals).trim();
-    if (!KEY.test(key)) throw configError(`${where}: "${key}" is not a valid variable name`);
+    if (!KEY.test(key))
+      throw configError(`${where}: "${key}" is not a valid variable name`);
 
     const value = parseValue(body.slice(equals + 1).trim(), key, where);
     entries.set(key, { value, line: index + 1 });
@@ -52,7 +53,8 @@ function parseValue(raw: string, key: string, where: string): string {
     value += raw[position];
   }
 
-  if (position >= raw.length) throw configError(`${where}: ${key} has an unterminated quote`);
+  if (position >= raw.length)
+    throw configError(`${where}: ${key} has an unterminated quote`);
   const rest = raw.slice(position + 1).trim();
   if (rest !== '' && !rest.startsWith('#')) {
     throw configError(`${where}: ${key} has text after its closing quote`);

@@ -48,7 +48,8 @@ const ioMessages: Record<string, string> = {
 /** Turns a Node file-system error into a one-line local I/O failure (74). */
 export function ioError(what: string, path: string, error: unknown): PullError {
   const errno = (error as NodeJS.ErrnoException)?.code ?? '';
-  const reason = ioMessages[errno] ?? (error instanceof Error ? error.message : String(error));
+  const reason =
+    ioMessages[errno] ?? (error instanceof Error ? error.message : String(error));
   return new PullError(`cannot ${what} ${path}: ${reason}`, {
     code: `io-${errno || 'other'}`,
     exitCode: EXIT.ioError,

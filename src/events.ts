@@ -8,7 +8,11 @@ const LIMIT = 64 * 1024;
  * recovered, rolled back, disabled, drift), so history is there without
  * syslog. Bounded: past 64 KiB the older half is dropped.
  */
-export async function logEvent(dir: string, kind: string, message: string): Promise<void> {
+export async function logEvent(
+  dir: string,
+  kind: string,
+  message: string,
+): Promise<void> {
   const path = join(dir, 'events.log');
   const line = `${new Date().toISOString()} ${kind}: ${message.replace(/\s*\n\s*/g, ' ')}\n`;
   try {

@@ -43,10 +43,13 @@ export async function fetchConfig(request: FetchRequest): Promise<Fetched> {
       if (error.exitCode !== EXIT.tempFail || error.code === 'rate-limited') break;
     }
   }
-  throw lastError ?? new PullError('no manager URL to fetch from', {
-    code: 'no-url',
-    exitCode: EXIT.config,
-  });
+  throw (
+    lastError ??
+    new PullError('no manager URL to fetch from', {
+      code: 'no-url',
+      exitCode: EXIT.config,
+    })
+  );
 }
 
 async function fetchOne(url: string, request: FetchRequest): Promise<Fetched> {
@@ -111,7 +114,9 @@ function connectTimeoutAgent(url: URL, timeoutMs: number): HttpAgent {
   agent.createConnection = (...args: unknown[]) => {
     const socket = create(...args);
     const timer = setTimeout(() => {
-      socket.destroy(Object.assign(new Error('connect timeout'), { code: 'ECONNECTTIMEOUT' }));
+      socket.destroy(
+        Object.assign(new Error('connect timeout'), { code: 'ECONNECTTIMEOUT' }),
+      );
     }, timeoutMs);
     socket.once('connect', () => clearTimeout(timer));
     socket.once('close', () => clearTimeout(timer));
@@ -121,41 +126,64 @@ function connectTimeoutAgent(url: URL, timeoutMs: number): HttpAgent {
   return agent;
 }
 
-function checkLength(body: Buffer, headers: { get(name: string): string | null }, where: string) {
+function checkLength(
+  body: Buffer,
+  headers: { get(name: string): string | null },
+  where: string,
+) {
   const declared = headers.get('content-length');
   if (declared === null || headers.get('content-encoding')) return;
   if (body.length < Number(declared)) {
-    throw new PullError(`the response from ${where} was cut off (${body.length} of ${declared} bytes)`, {
-      code: 'body-truncated',
-      exitCode: EXIT.tempFail,
-    });
+    throw new PullError(
+      `the response from ${where} was cut off (${body.length} of ${declared} bytes)`,
+      {
+        code: 'body-truncated',
+        exitCode: EXIT.tempFail,
+      },
+    );
   }
 }
 
-const TLS_CODES = /^(ERR_TLS|ERR_SSL|CERT_|UNABLE_TO|DEPTH_ZERO|SELF_SIGNED|HOSTNAME_MISMATCH)/;
+const TLS_CODES =
+  /^(ERR_TLS|ERR_SSL|CERT_|UNABLE_TO|DEPTH_ZERO|SELF_SIGNED|HOSTNAME_MISMATCH)/;
 
 function networkError(error: unknown, where: string, tunables: Tunables): PullError {
-  const failure = error as { name?: string; code?: string; type?: string; message?: string };
+  const failure = error as {
+    name?: string;
+    code?: string;
+    type?: string;
+    message?: string;
+  };
   const host = new URL(where).host;
   const temp = (message: string, code: string) =>
     new PullError(message, { code, exitCode: EXIT.tempFail, cause: error });
 
   if (failure.name === 'AbortError' || failure.name === 'TimeoutError') {
-    return temp(`${where} did not answer within ${tunables.fetchTimeoutMs / 1000} s`, 'fetch-timeout');
+    return temp(
+      `${where} did not answer within ${tunables.fetchTimeoutMs / 1000} s`,
+      'fetch-timeout',
+    );
   }
   if (failure.type === 'max-size') {
-    return new PullError(`the config from ${where} is larger than MAX_SIZE (${tunables.maxBytes} bytes)`, {
-      code: 'body-too-large',
-      exitCode: EXIT.rejected,
-      cause: error,
-    });
+    return new PullError(
+      `the config from ${where} is larger than MAX_SIZE (${tunables.maxBytes} bytes)`,
+      {
+        code: 'body-too-large',
+        exitCode: EXIT.rejected,
+        cause: error,
+      },
+    );
   }
 
   const code = failure.code ?? '';
   if (code === 'ECONNECTTIMEOUT') {
-    return temp(`cannot connect to ${host} within ${tunables.connectTimeoutMs / 1000} s`, 'fetch-connect-timeout');
+    return temp(
+      `cannot connect to ${host} within ${tunables.connectTimeoutMs / 1000} s`,
+      'fetch-connect-timeout',
+    );
   }
-  if (code === 'ECONNREFUSED') return temp(`connection refused by ${host}`, 'fetch-refused');
+  if (code === 'ECONNREFUSED')
+    return temp(`connection refused by ${host}`, 'fetch-refused');
   if (code === 'ENOTFOUND' || code === 'EAI_AGAIN') {
     return temp(`cannot resolve ${new URL(where).hostname}`, 'fetch-dns');
   }
@@ -179,25 +207,45 @@ async function statusError(
     new PullError(message, { code, exitCode, retryAfter });
 
   if (status === 401 || status === 403) {
-    return fail(`the manager refused the key (HTTP ${status} from ${where})`, 'key-refused', EXIT.noPermission);
+    return fail(
+      `the manager refused the key (HTTP ${status} from ${where})`,
+      'key-refused',
+      EXIT.noPermission,
+    );
   }
   if (status >= 300 && status < 400) {
     const location = headers.get('location') ?? '';
     const next = location ? describe(new URL(location, where)) : 'nowhere';
     if (/log-?in|sign-?in|auth/i.test(location)) {
-      return fail(`the manager refused the key (redirect to ${next})`, 'key-refused', EXIT.noPermission);
+      return fail(
+        `the manager refused the key (redirect to ${next})`,
+        'key-refused',
+        EXIT.noPermission,
+      );
     }
-    return fail(`${where} redirects to ${next}; redirects are not followed`, 'redirect', EXIT.config);
+    return fail(
+      `${where} redirects to ${next}; redirects are not followed`,
+      'redirect',
+      EXIT.config,
+    );
   }
   if (status === 404) {
     const hint = request.notFoundHint ? `; ${request.notFoundHint}` : '';
-    return fail(`the manager does not know ${where} (HTTP 404)${hint}`, 'not-found', EXIT.config);
+    return fail(
+      `the manager does not know ${where} (HTTP 404)${hint}`,
+      'not-found',
+      EXIT.config,
+    );
   }
 
   const retryAfter = parseRetryAfter(headers.get('retry-after'));
   if ((status === 429 || status === 503) && retryAfter) {
-    return fail(`the manager asks to retry after ${retryAfter.toISOString()} (HTTP ${status})`,
-      'rate-limited', EXIT.tempFail, retryAfter);
+    return fail(
+      `the manager asks to retry after ${retryAfter.toISOString()} (HTTP ${status})`,
+      'rate-limited',
+      EXIT.tempFail,
+      retryAfter,
+    );
   }
 
   const line = firstLine(await readBody().catch(() => ''));
@@ -208,7 +256,10 @@ async function statusError(
 
 function firstLine(text: string): string {
   const line = text.split('\n').find((candidate) => candidate.trim() !== '') ?? '';
-  const clean = line.replace(/<[^>]*>/g, '').replace(/[\0-\x1f\x7f]/g, '').trim();
+  const clean = line
+    .replace(/<[^>]*>/g, '')
+    .replace(/[\0-\x1f\x7f]/g, '')
+    .trim();
   return clean.length > 120 ? `${clean.slice(0, 117)}...` : clean;
 }
 

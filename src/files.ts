@@ -1,5 +1,14 @@
 import { randomBytes } from 'node:crypto';
-import { chown, open, readdir, readFile, realpath, rename, rm, stat } from 'node:fs/promises';
+import {
+  chown,
+  open,
+  readdir,
+  readFile,
+  realpath,
+  rename,
+  rm,
+  stat,
+} from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 import { errnoOf, ioError } from './errors.js';
 
@@ -41,7 +50,10 @@ function candidatePrefix(target: string): string {
  * and owner of the file it will replace.
  */
 export async function stageFile(target: string, data: Buffer): Promise<string> {
-  const path = join(dirname(target), candidatePrefix(target) + randomBytes(6).toString('hex'));
+  const path = join(
+    dirname(target),
+    candidatePrefix(target) + randomBytes(6).toString('hex'),
+  );
   const current = await stat(target).catch(() => undefined);
 
   try {

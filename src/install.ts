@@ -79,7 +79,11 @@ export async function install(
   await endApply(dir);
 }
 
-async function rollBack(context: InstallContext, live: Buffer | undefined, error: unknown) {
+async function rollBack(
+  context: InstallContext,
+  live: Buffer | undefined,
+  error: unknown,
+) {
   await restore(context.target, live);
   try {
     await reload(context.instance, live, context);
@@ -100,7 +104,11 @@ export async function restore(target: string, old: Buffer | undefined): Promise<
   else await removeFile(target);
 }
 
-async function commit(context: InstallContext, content: Buffer, etag: string | undefined) {
+async function commit(
+  context: InstallContext,
+  content: Buffer,
+  etag: string | undefined,
+) {
   const { state } = context;
   const appliedAt = new Date().toISOString();
   const hash = hashOf(content);

@@ -78,19 +78,29 @@ export function globalTunablesPath(paths: Paths): string {
 }
 
 /** Builds a named instance from its built-in values and its definition file. */
-export async function loadInstance(name: string, paths: Paths, site: Site): Promise<Instance> {
+export async function loadInstance(
+  name: string,
+  paths: Paths,
+  site: Site,
+): Promise<Instance> {
   if (!NAME.test(name)) {
-    throw new PullError(`"${name}" is not an instance name (letters, digits, _ and - only)`, {
-      code: 'usage',
-      exitCode: EXIT.usage,
-    });
+    throw new PullError(
+      `"${name}" is not an instance name (letters, digits, _ and - only)`,
+      {
+        code: 'usage',
+        exitCode: EXIT.usage,
+      },
+    );
   }
 
   const file = definitionPath(paths, name);
   const entries = await readEnvFile(file);
   const builtIn = BUILT_INS[name];
   if (!builtIn && entries.size === 0) {
-    throw configError(`unknown instance "${name}": no built-in and no ${file}`, 'unknown-instance');
+    throw configError(
+      `unknown instance "${name}": no built-in and no ${file}`,
+      'unknown-instance',
+    );
   }
 
   for (const [key, { line }] of entries) {
@@ -99,7 +109,11 @@ export async function loadInstance(name: string, paths: Paths, site: Site): Prom
 
   const values: Definition = { ...builtIn };
   for (const [key, { value }] of entries) values[key] = value;
-  const origin = !builtIn ? 'definition file' : entries.size ? 'built-in + definition file' : 'built-in';
+  const origin = !builtIn
+    ? 'definition file'
+    : entries.size
+      ? 'built-in + definition file'
+      : 'built-in';
   const where = (key: string) => {
     const entry = entries.get(key);
     return entry ? `${key} (${file}:${entry.line})` : `${key} (built-in ${name})`;
@@ -138,7 +152,13 @@ export async function legacyInstance(
   site: Site,
 ): Promise<Instance> {
   const values: Definition = {};
-  for (const key of ['CONF_URL', 'CONF_FILE', 'TEST_COMMAND', 'RELOAD_COMMAND', 'SERVICE_NAME']) {
+  for (const key of [
+    'CONF_URL',
+    'CONF_FILE',
+    'TEST_COMMAND',
+    'RELOAD_COMMAND',
+    'SERVICE_NAME',
+  ]) {
     const value = env[key];
     if (value) values[key] = value;
   }
@@ -203,7 +223,8 @@ async function buildInstance(input: BuildInput): Promise<Built> {
   const globalFile = globalTunablesPath(input.paths);
   const globalEntries = await readEnvFile(globalFile);
   for (const [key, { line }] of globalEntries) {
-    if (!TUNABLE_KEYS.has(key)) throw configError(`${globalFile}:${line}: unknown key ${key}`);
+    if (!TUNABLE_KEYS.has(key))
+      throw configError(`${globalFile}:${line}: unknown key ${key}`);
   }
 
   return {
@@ -215,7 +236,10 @@ async function buildInstance(input: BuildInput): Promise<Built> {
     reload,
     verify: command('VERIFY_COMMAND'),
     reloadCheck,
-    tunables: resolveTunables([...input.layers, { entries: globalEntries, file: globalFile }]),
+    tunables: resolveTunables([
+      ...input.layers,
+      { entries: globalEntries, file: globalFile },
+    ]),
   };
 }
 
@@ -224,17 +248,21 @@ async function buildInstance(input: BuildInput): Promise<Built> {
  * base URL, so a base such as http://host:3000/manager keeps its prefix.
  */
 function resolveUrls(template: string, origin: string, site: Site): string[] {
-  const expanded = template.replace(/\$\{([A-Za-z_][A-Za-z0-9_]*)\}/g, (_, key: string) => {
-    if (key === 'SITE_ID') {
-      if (!site.siteId) throw configError(`SITE_ID is not set in ${site.origins.SITE_ID}`);
-      return site.siteId;
-    }
-    if (key === 'MANAGER_URL') {
-      if (!site.managerUrls[0]) throw missingManager(site);
-      return site.managerUrls[0];
-    }
-    throw configError(`${origin}: unknown variable \${${key}}`);
-  });
+  const expanded = template.replace(
+    /\$\{([A-Za-z_][A-Za-z0-9_]*)\}/g,
+    (_, key: string) => {
+      if (key === 'SITE_ID') {
+        if (!site.siteId)
+          throw configError(`SITE_ID is not set in ${site.origins.SITE_ID}`);
+        return site.siteId;
+      }
+      if (key === 'MANAGER_URL') {
+        if (!site.managerUrls[0]) throw missingManager(site);
+        return site.managerUrls[0];
+      }
+      throw configError(`${origin}: unknown variable \${${key}}`);
+    },
+  );
 
   if (/^https?:\/\//.test(expanded)) {
     try {

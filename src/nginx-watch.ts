@@ -100,7 +100,12 @@ async function newEmergLine(before: NginxSnapshot): Promise<string | undefined> 
   if (!handle) return undefined;
   try {
     const buffer = Buffer.alloc(64 * 1024);
-    const { bytesRead } = await handle.read(buffer, 0, buffer.length, before.errorLogSize);
+    const { bytesRead } = await handle.read(
+      buffer,
+      0,
+      buffer.length,
+      before.errorLogSize,
+    );
     const text = buffer.subarray(0, bytesRead).toString('utf8');
     const line = text.split('\n').find((candidate) => candidate.includes('[emerg]'));
     return line?.replace(/^.*?\[emerg\]\s*\d+#\d+:\s*/, '').trim();

@@ -53,14 +53,20 @@ export async function pull(context: PullContext): Promise<Outcome> {
 
   context.step = 'fetch';
   const live = await readLive(context.target);
-  const fetched = await fetchFor(context, mode.force ? [] : conditionalEtags(context, live));
+  const fetched = await fetchFor(
+    context,
+    mode.force ? [] : conditionalEtags(context, live),
+  );
   delete state.retryAfter;
   if (fetched.notModified) return notModified(context, fetched.etag);
 
   context.step = 'check';
   screenBody(fetched.body, fetched.contentType, instance.tunables.allowEmpty);
   if (!fetched.etag) {
-    context.warn('no-etag', `${fetched.url} sends no ETag, so every run downloads the config`);
+    context.warn(
+      'no-etag',
+      `${fetched.url} sends no ETag, so every run downloads the config`,
+    );
   }
   if (live?.equals(fetched.body)) return adopt(context, fetched);
 
@@ -131,7 +137,10 @@ export async function preview(context: PullContext): Promise<Outcome> {
       await removeFile(staged);
     }
   } else if (instance.test) {
-    context.warn(undefined, 'TEST_COMMAND checks the live path only, so a dry run skips it');
+    context.warn(
+      undefined,
+      'TEST_COMMAND checks the live path only, so a dry run skips it',
+    );
   }
 
   const { createTwoFilesPatch } = await import('diff');
@@ -204,7 +213,10 @@ async function recoverInterrupted(context: PullContext): Promise<void> {
   const live = await readLive(context.target);
   if ((live && hashOf(live)) !== pending.oldHash) await restore(context.target, old);
   await endApply(context.dir);
-  context.warn(undefined, 'an earlier run was interrupted while applying; previous config restored');
+  context.warn(
+    undefined,
+    'an earlier run was interrupted while applying; previous config restored',
+  );
   if (old) await reload(context.instance, old, context);
 }
 
@@ -234,5 +246,8 @@ async function repairDrift(context: PullContext): Promise<void> {
   await writeConfig(target, applied);
   await validate(instance, target, context);
   await reload(instance, live, context);
-  context.warn(undefined, `${target} was edited by hand; restored the applied version (${saved})`);
+  context.warn(
+    undefined,
+    `${target} was edited by hand; restored the applied version (${saved})`,
+  );
 }

@@ -18,14 +18,24 @@ export interface RunOptions {
   origin: string;
 }
 
-const SBIN = ['/usr/local/sbin', '/usr/local/bin', '/usr/sbin', '/usr/bin', '/sbin', '/bin'];
+const SBIN = [
+  '/usr/local/sbin',
+  '/usr/local/bin',
+  '/usr/sbin',
+  '/usr/bin',
+  '/sbin',
+  '/bin',
+];
 
 /**
  * Runs a validator, reload or verify command. Output goes to a file, not a
  * pipe, so a daemon the command leaves behind cannot keep us waiting; on
  * time-out the whole process group is killed.
  */
-export async function runCommand(argv: string[], options: RunOptions): Promise<CommandResult> {
+export async function runCommand(
+  argv: string[],
+  options: RunOptions,
+): Promise<CommandResult> {
   const { execa } = await import('execa');
   const [file, ...args] = argv;
   if (!file) throw configError(`${options.origin}: empty command`);
@@ -52,8 +62,10 @@ export async function runCommand(argv: string[], options: RunOptions): Promise<C
     clearTimeout(timer);
 
     if (result.failed && isSpawnFailure(result.cause)) {
-      throw configError(`${options.origin}: cannot run ${file}: ${spawnReason(result.cause)}`,
-        'command-missing');
+      throw configError(
+        `${options.origin}: cannot run ${file}: ${spawnReason(result.cause)}`,
+        'command-missing',
+      );
     }
     const output = trimOutput(await readFile(outputFile, 'utf8'));
     const failure = timedOut
@@ -83,7 +95,11 @@ function isSpawnFailure(cause: unknown): boolean {
 
 function spawnReason(cause: unknown): string {
   const code = (cause as NodeJS.ErrnoException).code;
-  return code === 'ENOENT' ? 'not found in PATH' : code === 'EACCES' ? 'permission denied' : String(code);
+  return code === 'ENOENT'
+    ? 'not found in PATH'
+    : code === 'EACCES'
+      ? 'permission denied'
+      : String(code);
 }
 
 /** The child gets our environment less the key, and a PATH with sbin in it. */
@@ -102,6 +118,9 @@ export function childEnv(secrets: string[]): Record<string, string> {
 
 /** Keeps what a person needs from a validator's output: its last lines. */
 function trimOutput(text: string): string {
-  const lines = text.split('\n').map((line) => line.trimEnd()).filter(Boolean);
+  const lines = text
+    .split('\n')
+    .map((line) => line.trimEnd())
+    .filter(Boolean);
   return lines.slice(-10).join('\n');
 }

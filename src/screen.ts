@@ -11,7 +11,10 @@ export function screenBody(body: Buffer, contentType: string, allowEmpty: boolea
     new PullError(message, { code, exitCode: EXIT.rejected });
 
   if (!allowEmpty && body.toString('latin1').trim() === '') {
-    throw reject('the manager sent an empty config (set ALLOW_EMPTY=yes if that is right)', 'empty');
+    throw reject(
+      'the manager sent an empty config (set ALLOW_EMPTY=yes if that is right)',
+      'empty',
+    );
   }
   if (/^\s*text\/html\b/i.test(contentType) || looksLikeHtml(body)) {
     throw reject('the manager sent an HTML page instead of a config', 'html');

@@ -28,11 +28,14 @@ export async function validate(
   if (result.ok) return;
 
   const words = keyLine(result.output) ?? result.failure;
-  throw new PullError(`the validator rejected the config: ${words.replaceAll(path, instance.confFile)}`, {
-    code: 'rejected',
-    exitCode: EXIT.rejected,
-    detail: result.output.replaceAll(path, instance.confFile),
-  });
+  throw new PullError(
+    `the validator rejected the config: ${words.replaceAll(path, instance.confFile)}`,
+    {
+      code: 'rejected',
+      exitCode: EXIT.rejected,
+      detail: result.output.replaceAll(path, instance.confFile),
+    },
+  );
 }
 
 /**
@@ -41,7 +44,11 @@ export async function validate(
  */
 export function assertReloadable(instance: Instance): void {
   const command = instance.reload?.argv[0];
-  if (command && basename(command) === 'systemctl' && !existsSync('/run/systemd/system')) {
+  if (
+    command &&
+    basename(command) === 'systemctl' &&
+    !existsSync('/run/systemd/system')
+  ) {
     throw configError(
       `${instance.reload!.origin}: systemd is not running here, so systemctl cannot reload; ` +
         'set RELOAD_COMMAND',
@@ -58,7 +65,9 @@ export async function reload(
 ): Promise<void> {
   if (!instance.reload) return;
   const watch =
-    instance.reloadCheck === 'nginx' ? await snapshotNginx(String(previousConfig ?? '')) : undefined;
+    instance.reloadCheck === 'nginx'
+      ? await snapshotNginx(String(previousConfig ?? ''))
+      : undefined;
   const options = {
     timeoutMs: instance.tunables.reloadTimeoutMs,
     secrets: context.secrets,
@@ -66,7 +75,10 @@ export async function reload(
   };
 
   const started = Date.now();
-  const result = await runCommand(instance.reload.argv, { ...options, origin: instance.reload.origin });
+  const result = await runCommand(instance.reload.argv, {
+    ...options,
+    origin: instance.reload.origin,
+  });
   if (!result.ok) {
     throw reloadError(`reload ${result.failure}${suffix(result.output)}`, result.output);
   }
@@ -78,15 +90,25 @@ export async function reload(
   }
 
   if (instance.verify) {
-    const check = await runCommand(instance.verify.argv, { ...options, origin: instance.verify.origin });
+    const check = await runCommand(instance.verify.argv, {
+      ...options,
+      origin: instance.verify.origin,
+    });
     if (!check.ok) {
-      throw reloadError(`VERIFY_COMMAND ${check.failure}${suffix(check.output)}`, check.output);
+      throw reloadError(
+        `VERIFY_COMMAND ${check.failure}${suffix(check.output)}`,
+        check.output,
+      );
     }
   }
 }
 
 function reloadError(message: string, detail: string): PullError {
-  return new PullError(message, { code: 'reload-failed', exitCode: EXIT.unavailable, detail });
+  return new PullError(message, {
+    code: 'reload-failed',
+    exitCode: EXIT.unavailable,
+    detail,
+  });
 }
 
 function suffix(output: string): string {
@@ -97,7 +119,8 @@ function suffix(output: string): string {
 /** The line that says what went wrong: nginx prints [emerg] before a summary. */
 function keyLine(output: string): string | undefined {
   const lines = output.split('\n').filter(Boolean);
-  const line = lines.find((text) => /\[(emerg|alert|crit|error)\]/.test(text)) ?? lines.at(-1);
+  const line =
+    lines.find((text) => /\[(emerg|alert|crit|error)\]/.test(text)) ?? lines.at(-1);
   // nginx prefixes its log lines with a time and pid#tid that say nothing here.
   return line?.replace(/^\d{4}\/\d\d\/\d\d \d\d:\d\d:\d\d (\[\w+\]) \d+#\d+: /, '$1 ');
 }

@@ -28,7 +28,7 @@ export interface Site {
   origins: Record<'SITE_ID' | 'MANAGER_URL' | 'API_KEY', string>;
 }
 
-const SITE_KEYS = ['SITE_ID', 'MANAGER_URL', 'API_KEY', 'API_KEY_FILE'] as const;
+type SiteKey = 'SITE_ID' | 'MANAGER_URL' | 'API_KEY' | 'API_KEY_FILE';
 const SEGMENT = /^[A-Za-z0-9._~-]+$/;
 
 /**
@@ -38,7 +38,7 @@ const SEGMENT = /^[A-Za-z0-9._~-]+$/;
  */
 export async function readSite(paths: Paths, env: NodeJS.ProcessEnv): Promise<Site> {
   const file = await readEnvFile(paths.envFile);
-  const pick = (key: (typeof SITE_KEYS)[number]) => lookup(file, env, key, paths.envFile);
+  const pick = (key: SiteKey) => lookup(file, env, key, paths.envFile);
 
   const siteId = pick('SITE_ID');
   if (siteId.value !== undefined && !SEGMENT.test(siteId.value)) {
@@ -46,14 +46,20 @@ export async function readSite(paths: Paths, env: NodeJS.ProcessEnv): Promise<Si
   }
 
   const manager = pick('MANAGER_URL');
-  const managerUrls = manager.value ? parseManagerUrls(manager.value, manager.origin) : [];
+  const managerUrls = manager.value
+    ? parseManagerUrls(manager.value, manager.origin)
+    : [];
   const apiKey = await readApiKey(pick('API_KEY'), pick('API_KEY_FILE'));
 
   return {
     siteId: siteId.value,
     managerUrls,
     apiKey: apiKey.value,
-    origins: { SITE_ID: siteId.origin, MANAGER_URL: manager.origin, API_KEY: apiKey.origin },
+    origins: {
+      SITE_ID: siteId.origin,
+      MANAGER_URL: manager.origin,
+      API_KEY: apiKey.origin,
+    },
   };
 }
 
@@ -62,7 +68,12 @@ interface Found {
   origin: string;
 }
 
-function lookup(file: EnvEntries, env: NodeJS.ProcessEnv, key: string, path: string): Found {
+function lookup(
+  file: EnvEntries,
+  env: NodeJS.ProcessEnv,
+  key: string,
+  path: string,
+): Found {
   const entry = file.get(key);
   if (entry) return { value: entry.value || undefined, origin: `${path}:${entry.line}` };
   if (env[key]) return { value: env[key], origin: 'the environment' };
@@ -85,7 +96,9 @@ export function parseManagerUrls(text: string, origin: string): string[] {
         throw configError(`MANAGER_URL in ${origin} must start with http:// or https://`);
       }
       if (url.username || url.password) {
-        throw configError(`MANAGER_URL in ${origin} must not carry credentials; use API_KEY`);
+        throw configError(
+          `MANAGER_URL in ${origin} must not carry credentials; use API_KEY`,
+        );
       }
       return base.replace(/\/+$/, '');
     });
@@ -100,7 +113,9 @@ async function readApiKey(key: Found, keyFile: Found): Promise<Found> {
       found = { value: text.split('\n')[0]?.trim() || undefined, origin: path };
     } catch (error) {
       if (errnoOf(error) === 'ENOENT') {
-        throw configError(`API_KEY_FILE in ${keyFile.origin} names ${path}, which does not exist`);
+        throw configError(
+          `API_KEY_FILE in ${keyFile.origin} names ${path}, which does not exist`,
+        );
       }
       throw ioError('read API_KEY_FILE', path, error);
     }

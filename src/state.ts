@@ -3,12 +3,7 @@ import { join } from 'node:path';
 import { ioError } from './errors.js';
 
 export type Result =
-  | 'unchanged'
-  | 'applied'
-  | 'rejected'
-  | 'failed'
-  | 'disabled'
-  | 'rolled back';
+  'unchanged' | 'applied' | 'rejected' | 'failed' | 'disabled' | 'rolled back';
 
 export interface Version {
   file: string;
@@ -53,7 +48,8 @@ export async function readState(dir: string): Promise<State> {
     const parsed: unknown = JSON.parse(await readFile(join(dir, 'state.json'), 'utf8'));
     if (typeof parsed !== 'object' || parsed === null) return emptyState();
     const state = { ...emptyState(), ...(parsed as Partial<State>) };
-    if (!Array.isArray(state.versions) || !Array.isArray(state.warned)) return emptyState();
+    if (!Array.isArray(state.versions) || !Array.isArray(state.warned))
+      return emptyState();
     if (state.etag !== undefined && !isHeaderSafe(state.etag)) delete state.etag;
     return state;
   } catch {

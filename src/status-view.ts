@@ -28,7 +28,9 @@ export function renderStatus(report: StatusReport, colour: boolean): string {
 
   for (const item of report.instances) {
     const when = item.lastCheck ? `${ago(item.lastCheck)} (${item.lastCheck})` : 'never';
-    lines.push(`${paint(item.name, '1')}: ${paint(item.result, COLOURS[item.result])}, checked ${when}`);
+    lines.push(
+      `${paint(item.name, '1')}: ${paint(item.result, COLOURS[item.result])}, checked ${when}`,
+    );
     lines.push(...details(item).map(([label, value]) => `  ${label.padEnd(8)} ${value}`));
   }
   if (!report.stateReadable) {
@@ -41,19 +43,32 @@ function details(item: InstanceStatus): [string, string][] {
   const rows: [string, string][] = [];
   if (item.target) rows.push(['file', `${item.target} (drift: ${item.drift})`]);
   if (item.url) rows.push(['url', item.url]);
-  if (item.lastSuccess) rows.push(['success', `${ago(item.lastSuccess)} (${item.lastSuccess})`]);
+  if (item.lastSuccess)
+    rows.push(['success', `${ago(item.lastSuccess)} (${item.lastSuccess})`]);
   if (item.etag || item.appliedAt) {
-    rows.push(['live', `${item.etag ?? '(no ETag)'} applied ${ago(item.appliedAt)} (${item.appliedAt})`]);
+    rows.push([
+      'live',
+      `${item.etag ?? '(no ETag)'} applied ${ago(item.appliedAt)} (${item.appliedAt})`,
+    ]);
   }
   if (item.disabled) {
-    rows.push(['disabled', `by ${item.disabled.by} ${ago(item.disabled.at)}: ${item.disabled.reason}`]);
+    rows.push([
+      'disabled',
+      `by ${item.disabled.by} ${ago(item.disabled.at)}: ${item.disabled.reason}`,
+    ]);
   }
   if (item.rejected) {
-    rows.push(['rejected', `${item.rejected.etag ?? '(no ETag)'} ${ago(item.rejected.at)}`]);
+    rows.push([
+      'rejected',
+      `${item.rejected.etag ?? '(no ETag)'} ${ago(item.rejected.at)}`,
+    ]);
   }
   if (item.lastError) {
     const runs = item.failures === 1 ? 'run' : 'runs';
-    rows.push(['error', `${item.lastError} (${item.failures} failed ${runs} since ${item.failingSince})`]);
+    rows.push([
+      'error',
+      `${item.lastError} (${item.failures} failed ${runs} since ${item.failingSince})`,
+    ]);
   }
   for (const problem of item.problems) rows.push(['problem', problem]);
   return rows;
@@ -65,28 +80,40 @@ export function checkStatus(
   named: boolean,
   maxAgeMs: number,
 ): { code: 0 | 1 | 2 | 3; line: string } {
-  const considered = named ? report.instances : report.instances.filter((item) => item.active);
+  const considered = named
+    ? report.instances
+    : report.instances.filter((item) => item.active);
   if (considered.length === 0) {
-    return { code: 3, line: 'PULL-CONFIG UNKNOWN - no active instance (no executable shim)' };
+    return {
+      code: 3,
+      line: 'PULL-CONFIG UNKNOWN - no active instance (no executable shim)',
+    };
   }
 
   const critical: string[] = [];
   const warning: string[] = [];
   for (const item of considered) {
-    const fresh = item.lastSuccess && Date.now() - Date.parse(item.lastSuccess) <= maxAgeMs;
+    const fresh =
+      item.lastSuccess && Date.now() - Date.parse(item.lastSuccess) <= maxAgeMs;
     if (item.disabled) warning.push(`${item.name} disabled: ${item.disabled.reason}`);
     else if (item.result === 'rejected' || item.result === 'failed') {
       critical.push(`${item.name} ${item.result}: ${item.lastError ?? 'no detail'}`);
     } else if (!fresh) {
-      critical.push(`${item.name} has not checked successfully since ${item.lastSuccess ?? 'ever'}`);
+      critical.push(
+        `${item.name} has not checked successfully since ${item.lastSuccess ?? 'ever'}`,
+      );
     }
   }
 
   const ok = considered.length - critical.length - warning.length;
   const tail = `${ok} of ${considered.length} OK`;
   if (critical.length) {
-    return { code: 2, line: `PULL-CONFIG CRITICAL - ${[...critical, ...warning].join('; ')}; ${tail}` };
+    return {
+      code: 2,
+      line: `PULL-CONFIG CRITICAL - ${[...critical, ...warning].join('; ')}; ${tail}`,
+    };
   }
-  if (warning.length) return { code: 1, line: `PULL-CONFIG WARNING - ${warning.join('; ')}; ${tail}` };
+  if (warning.length)
+    return { code: 1, line: `PULL-CONFIG WARNING - ${warning.join('; ')}; ${tail}` };
   return { code: 0, line: `PULL-CONFIG OK - ${tail}` };
 }

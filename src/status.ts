@@ -54,15 +54,23 @@ export async function collectStatus(
   ]);
   const wanted = only.length ? only : [...names].sort();
 
-  // Unprivileged monitoring cannot read the state, only the public summaries.
-  const stateReadable = await access(paths.stateDir, constants.R_OK | constants.X_OK)
-    .then(() => true)
-    .catch((error: NodeJS.ErrnoException) => error.code !== 'EACCES');
+  // Unprivileged monitoring cannot read the state, only the public summaries:
+  // the top of the state directory is readable by design, each instance's is not.
   const instances = [];
+  let stateReadable = await isReadable(paths.stateDir);
   for (const name of wanted) {
-    instances.push(await statusOf(name, paths, site, shims.get(name), stateReadable));
+    const readable =
+      stateReadable && (await isReadable(instanceDir(paths.stateDir, name)));
+    stateReadable &&= readable;
+    instances.push(await statusOf(name, paths, site, shims.get(name), readable));
   }
   return { version: 1, generatedAt: new Date().toISOString(), stateReadable, instances };
+}
+
+function isReadable(path: string): Promise<boolean> {
+  return access(path, constants.R_OK | constants.X_OK)
+    .then(() => true)
+    .catch((error: NodeJS.ErrnoException) => error.code !== 'EACCES');
 }
 
 async function statusOf(
@@ -82,8 +90,10 @@ async function statusOf(
   }
 
   const shimState = shim ?? 'missing';
-  if (shimState === 'missing') problems.push(`no shim in ${paths.shimDir}: cron never runs it`);
-  else if (shimState !== 'ok') problems.push(`shim ${join(paths.shimDir, name)}: ${shimState}`);
+  if (shimState === 'missing')
+    problems.push(`no shim in ${paths.shimDir}: cron never runs it`);
+  else if (shimState !== 'ok')
+    problems.push(`shim ${join(paths.shimDir, name)}: ${shimState}`);
 
   const summary = await readSummary(paths.stateDir, instance?.stateKey ?? name);
   const dir = instanceDir(paths.stateDir, instance?.stateKey ?? name);
@@ -107,21 +117,34 @@ async function statusOf(
     failingSince: state ? state.failure?.since : summary?.failingSince,
     drift: instance && state ? await driftOf(instance, state) : 'unknown',
     disabled: state ? state.disabled : summary?.disabled,
-    rejected: rejected && { etag: rejected.etag, at: rejected.at, message: rejected.message },
+    rejected: rejected && {
+      etag: rejected.etag,
+      at: rejected.at,
+      message: rejected.message,
+    },
     problems,
   };
 }
 
 function latest(...times: (string | undefined)[]): string | undefined {
-  return times.filter((time) => time !== undefined).sort().at(-1);
+  return times
+    .filter((time) => time !== undefined)
+    .sort()
+    .at(-1);
 }
 
-function resultOf(state: State | undefined, summary: SummaryWithTime | undefined): string {
+function resultOf(
+  state: State | undefined,
+  summary: SummaryWithTime | undefined,
+): string {
   if (state?.disabled ?? summary?.disabled) return 'disabled';
   return state?.lastResult ?? summary?.result ?? 'never run';
 }
 
-async function driftOf(instance: Instance, state: State): Promise<InstanceStatus['drift']> {
+async function driftOf(
+  instance: Instance,
+  state: State,
+): Promise<InstanceStatus['drift']> {
   if (!state.hash) return 'unknown';
   const live = await readLive(instance.confFile).catch(() => undefined);
   return live && hashOf(live) === state.hash ? 'none' : 'drifted';
@@ -142,6 +165,8 @@ async function readShims(dir: string): Promise<Map<string, InstanceStatus['shim'
 }
 
 async function definedNames(paths: Paths): Promise<string[]> {
-  const files = await readdir(join(paths.confDir, 'instances')).catch(() => [] as string[]);
+  const files = await readdir(join(paths.confDir, 'instances')).catch(
+    () => [] as string[],
+  );
   return files.filter((file) => file.endsWith('.env')).map((file) => file.slice(0, -4));
 }

@@ -1,4 +1,4 @@
-import { mkdir, readdir, readFile, stat, utimes } from 'node:fs/promises';
+import { chmod, mkdir, readdir, readFile, stat, utimes } from 'node:fs/promises';
 import { join } from 'node:path';
 import { describe } from './fetch.js';
 import type { Instance } from './instances.js';
@@ -68,6 +68,8 @@ export async function updateSummary(
     retryAfter: state.retryAfter,
   };
   await mkdir(dir, { recursive: true, mode: 0o755 });
+  // Explicitly, as root's umask (often 077) would hide it from monitoring.
+  await chmod(dir, 0o755);
   await writeAtomic(path, JSON.stringify(summary, null, 2) + '\n', 0o644);
   const lastSuccess = options.success ? now : (previous?.mtime ?? new Date(0));
   await utimes(path, now, lastSuccess);
@@ -86,7 +88,10 @@ export async function readSummary(
   try {
     const [text, info] = await Promise.all([readFile(path, 'utf8'), stat(path)]);
     const summary = JSON.parse(text) as Summary;
-    return { ...summary, lastSuccessAt: info.mtime.getTime() > 0 ? info.mtime : undefined };
+    return {
+      ...summary,
+      lastSuccessAt: info.mtime.getTime() > 0 ? info.mtime : undefined,
+    };
   } catch {
     return undefined;
   }

@@ -29,29 +29,70 @@ const yesNo = (text: string) =>
 const size = (text: string) => {
   const match = /^(\d+)([KMG]?)$/i.exec(text);
   if (!match) return undefined;
-  const unit = { '': 1, K: 1024, M: 1024 ** 2, G: 1024 ** 3 }[match[2]!.toUpperCase()] ?? 1;
+  const unit =
+    { '': 1, K: 1024, M: 1024 ** 2, G: 1024 ** 3 }[match[2]!.toUpperCase()] ?? 1;
   return Number(match[1]) * unit;
 };
 
 // The defaults keep one instance's worst case near 20 s, so a run-parts pass
 // over a few instances fits in the cron minute.
 export const TUNABLES: Spec[] = [
-  { key: 'CONNECT_TIMEOUT', field: 'connectTimeoutMs', fallback: '5', parse: seconds,
-    meaning: 'seconds to wait for a connection to a manager' },
-  { key: 'FETCH_TIMEOUT', field: 'fetchTimeoutMs', fallback: '10', parse: seconds,
-    meaning: 'seconds for one whole request to a manager, body included' },
-  { key: 'MAX_SIZE', field: 'maxBytes', fallback: '16M', parse: size,
-    meaning: 'largest config accepted, after decompression (K, M, G suffixes)' },
-  { key: 'ALLOW_EMPTY', field: 'allowEmpty', fallback: 'no', parse: yesNo,
-    meaning: 'accept an empty or blank config (a DHCP host list, say)' },
-  { key: 'REJECT_TTL', field: 'rejectTtlMs', fallback: '600', parse: seconds,
-    meaning: 'seconds before a rejected config is downloaded and tested again' },
-  { key: 'TEST_TIMEOUT', field: 'testTimeoutMs', fallback: '10', parse: seconds,
-    meaning: 'seconds the validator may run before it is killed' },
-  { key: 'RELOAD_TIMEOUT', field: 'reloadTimeoutMs', fallback: '10', parse: seconds,
-    meaning: 'seconds for the reload and its verification' },
-  { key: 'KEEP_VERSIONS', field: 'keepVersions', fallback: '5', parse: count,
-    meaning: 'applied versions kept for rollback' },
+  {
+    key: 'CONNECT_TIMEOUT',
+    field: 'connectTimeoutMs',
+    fallback: '5',
+    parse: seconds,
+    meaning: 'seconds to wait for a connection to a manager',
+  },
+  {
+    key: 'FETCH_TIMEOUT',
+    field: 'fetchTimeoutMs',
+    fallback: '10',
+    parse: seconds,
+    meaning: 'seconds for one whole request to a manager, body included',
+  },
+  {
+    key: 'MAX_SIZE',
+    field: 'maxBytes',
+    fallback: '16M',
+    parse: size,
+    meaning: 'largest config accepted, after decompression (K, M, G suffixes)',
+  },
+  {
+    key: 'ALLOW_EMPTY',
+    field: 'allowEmpty',
+    fallback: 'no',
+    parse: yesNo,
+    meaning: 'accept an empty or blank config (a DHCP host list, say)',
+  },
+  {
+    key: 'REJECT_TTL',
+    field: 'rejectTtlMs',
+    fallback: '600',
+    parse: seconds,
+    meaning: 'seconds before a rejected config is downloaded and tested again',
+  },
+  {
+    key: 'TEST_TIMEOUT',
+    field: 'testTimeoutMs',
+    fallback: '10',
+    parse: seconds,
+    meaning: 'seconds the validator may run before it is killed',
+  },
+  {
+    key: 'RELOAD_TIMEOUT',
+    field: 'reloadTimeoutMs',
+    fallback: '10',
+    parse: seconds,
+    meaning: 'seconds for the reload and its verification',
+  },
+  {
+    key: 'KEEP_VERSIONS',
+    field: 'keepVersions',
+    fallback: '5',
+    parse: count,
+    meaning: 'applied versions kept for rollback',
+  },
 ];
 
 export const TUNABLE_KEYS = new Set(TUNABLES.map((spec) => spec.key));
@@ -67,7 +108,9 @@ export function resolveTunables(
     const entry = layer?.entries.get(spec.key);
     const value = spec.parse(entry?.value ?? spec.fallback);
     if (value === undefined) {
-      throw configError(`${layer?.file}:${entry?.line}: ${spec.key} has an invalid value`);
+      throw configError(
+        `${layer?.file}:${entry?.line}: ${spec.key} has an invalid value`,
+      );
     }
     result[spec.field] = value;
   }

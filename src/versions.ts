@@ -16,10 +16,16 @@ export async function keepVersion(
   await writeAtomic(join(versionsDir, file), content);
 
   state.versions.push({ ...entry, file });
-  const surplus = state.versions.splice(0, Math.max(0, state.versions.length - Math.max(1, keep)));
+  const surplus = state.versions.splice(
+    0,
+    Math.max(0, state.versions.length - Math.max(1, keep)),
+  );
   for (const old of surplus) await rm(join(versionsDir, old.file), { force: true });
 }
 
-export async function readVersion(dir: string, version: Version): Promise<Buffer | undefined> {
+export async function readVersion(
+  dir: string,
+  version: Version,
+): Promise<Buffer | undefined> {
   return readFile(join(dir, 'versions', version.file)).catch(() => undefined);
 }

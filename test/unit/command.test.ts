@@ -1,5 +1,10 @@
 import { describe, expect, it } from 'vitest';
-import { parseCommand, shellCommand, usesCandidate, withCandidate } from '../../src/command.js';
+import {
+  parseCommand,
+  shellCommand,
+  usesCandidate,
+  withCandidate,
+} from '../../src/command.js';
 
 describe('parseCommand', () => {
   it.each([
@@ -13,21 +18,33 @@ describe('parseCommand', () => {
     expect(parseCommand(text, 'TEST_COMMAND').argv).toEqual(argv);
   });
 
-  it.each(['a | b', 'a && b', 'a; b', 'a > out', 'a < in', 'echo $(id)', 'a & b', 'a 2>&1', '', '  '])(
-    'when the command is %j then it is a configuration error',
-    (text) => {
-      expect(() => parseCommand(text, 'TEST_COMMAND (/etc/x.env:3)')).toThrow(
-        /TEST_COMMAND \(\/etc\/x\.env:3\)/,
-      );
-    },
-  );
+  it.each([
+    'a | b',
+    'a && b',
+    'a; b',
+    'a > out',
+    'a < in',
+    'echo $(id)',
+    'a & b',
+    'a 2>&1',
+    '',
+    '  ',
+  ])('when the command is %j then it is a configuration error', (text) => {
+    expect(() => parseCommand(text, 'TEST_COMMAND (/etc/x.env:3)')).toThrow(
+      /TEST_COMMAND \(\/etc\/x\.env:3\)/,
+    );
+  });
 });
 
 describe('withCandidate', () => {
   it('when {} is part of an argument then it is replaced there too', () => {
     const command = parseCommand('check --conf={} {}', 'TEST_COMMAND');
     expect(usesCandidate(command)).toBe(true);
-    expect(withCandidate(command, '/etc/.x')).toEqual(['check', '--conf=/etc/.x', '/etc/.x']);
+    expect(withCandidate(command, '/etc/.x')).toEqual([
+      'check',
+      '--conf=/etc/.x',
+      '/etc/.x',
+    ]);
   });
 
   it('when there is no {} then the command checks the live path', () => {

@@ -2,7 +2,8 @@ import { describe, expect, it } from 'vitest';
 import { parseEnv } from '../../src/env-file.js';
 import { PullError } from '../../src/errors.js';
 
-const value = (text: string, key = 'KEY') => parseEnv(text, '/etc/environment').get(key)?.value;
+const value = (text: string, key = 'KEY') =>
+  parseEnv(text, '/etc/environment').get(key)?.value;
 
 describe('parseEnv', () => {
   it.each([
@@ -23,7 +24,8 @@ describe('parseEnv', () => {
   });
 
   it('when the file has comments, blank lines and CRLF endings then they are skipped', () => {
-    const text = '# site settings\r\n\r\nSITE_ID=one\r\n  # indented comment\r\nAPI_KEY=k\r\n';
+    const text =
+      '# site settings\r\n\r\nSITE_ID=one\r\n  # indented comment\r\nAPI_KEY=k\r\n';
     const entries = parseEnv(text, '/etc/environment');
     expect([...entries.keys()]).toEqual(['SITE_ID', 'API_KEY']);
     expect(entries.get('API_KEY')).toEqual({ value: 'k', line: 5 });
@@ -39,18 +41,21 @@ describe('parseEnv', () => {
     ['API_KEY="s3cret" trailing', 'text after its closing quote', 2],
     ['just words', 'expected KEY=VALUE', 2],
     ['1KEY=x', 'not a valid variable name', 2],
-  ])('when a line reads %j then the error names the line and not the value', (line, words, at) => {
-    let caught: unknown;
-    try {
-      parseEnv(`SITE_ID=a\n${line}`, '/etc/environment');
-    } catch (error) {
-      caught = error;
-    }
-    expect(caught).toBeInstanceOf(PullError);
-    const error = caught as PullError;
-    expect(error.message).toContain(`/etc/environment:${at}`);
-    expect(error.message).toContain(words);
-    expect(error.message).not.toContain('s3cret');
-    expect(error.exitCode).toBe(78);
-  });
+  ])(
+    'when a line reads %j then the error names the line and not the value',
+    (line, words, at) => {
+      let caught: unknown;
+      try {
+        parseEnv(`SITE_ID=a\n${line}`, '/etc/environment');
+      } catch (error) {
+        caught = error;
+      }
+      expect(caught).toBeInstanceOf(PullError);
+      const error = caught as PullError;
+      expect(error.message).toContain(`/etc/environment:${at}`);
+      expect(error.message).toContain(words);
+      expect(error.message).not.toContain('s3cret');
+      expect(error.exitCode).toBe(78);
+    },
+  );
 });

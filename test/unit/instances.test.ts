@@ -28,7 +28,9 @@ const load = async (name: string, env: NodeJS.ProcessEnv = {}) =>
   loadInstance(name, paths, await readSite(paths, env));
 
 describe('built-in instances', () => {
-  beforeEach(() => environment('SITE_ID=lab-1\nMANAGER_URL=http://manager:3000/manager/\n'));
+  beforeEach(() =>
+    environment('SITE_ID=lab-1\nMANAGER_URL=http://manager:3000/manager/\n'),
+  );
 
   it('when nginx has no definition file then it uses the built-in route and validator', async () => {
     const nginx = await load('nginx');
@@ -41,7 +43,11 @@ describe('built-in instances', () => {
   });
 
   it('when dnsmasq is built in then it is restarted, not reloaded', async () => {
-    expect((await load('dnsmasq')).reload?.argv).toEqual(['systemctl', 'restart', 'dnsmasq']);
+    expect((await load('dnsmasq')).reload?.argv).toEqual([
+      'systemctl',
+      'restart',
+      'dnsmasq',
+    ]);
   });
 
   it('when a definition file overrides one key then the others keep the built-in values', async () => {
@@ -54,7 +60,9 @@ describe('built-in instances', () => {
   });
 
   it('when the built-in route is used then a 404 hint names the newer route', async () => {
-    expect((await load('dnsmasq')).notFoundHint).toContain('/sites/${SITE_ID}/dnsmasq/conf');
+    expect((await load('dnsmasq')).notFoundHint).toContain(
+      '/sites/${SITE_ID}/dnsmasq/conf',
+    );
   });
 });
 
@@ -76,12 +84,22 @@ describe('definition files', () => {
 
   it('when SERVICE_NAME is set without RELOAD_COMMAND then systemctl reloads it', async () => {
     definition('web', 'CONF_URL=/w\nCONF_FILE=/etc/w\nSERVICE_NAME=apache2\n');
-    expect((await load('web')).reload?.argv).toEqual(['systemctl', 'reload-or-restart', 'apache2']);
+    expect((await load('web')).reload?.argv).toEqual([
+      'systemctl',
+      'reload-or-restart',
+      'apache2',
+    ]);
   });
 
   it.each([
-    ['CONF_URL=/x\nCONF_FILE=/etc/x\nRELOAD_COMAND=true\n', /x\.env:3: unknown key RELOAD_COMAND/],
-    ['CONF_URL=/x\nCONF_FILE=/etc/x\nTEST_COMMAND=a | b\n', /TEST_COMMAND \(.*x\.env:3\).*"\|"/],
+    [
+      'CONF_URL=/x\nCONF_FILE=/etc/x\nRELOAD_COMAND=true\n',
+      /x\.env:3: unknown key RELOAD_COMAND/,
+    ],
+    [
+      'CONF_URL=/x\nCONF_FILE=/etc/x\nTEST_COMMAND=a | b\n',
+      /TEST_COMMAND \(.*x\.env:3\).*"\|"/,
+    ],
     ['CONF_URL=/x\nCONF_FILE=etc/x\n', /CONF_FILE .* must be an absolute path/],
     ['CONF_URL=x\nCONF_FILE=/etc/x\n', /CONF_URL .* must be an http\(s\) URL or a path/],
     ['CONF_URL=/${NOPE}\nCONF_FILE=/etc/x\n', /unknown variable \$\{NOPE\}/],
@@ -89,7 +107,10 @@ describe('definition files', () => {
     ['CONF_FILE=/etc/x\n', /CONF_URL is not set/],
   ])('when the file reads %j then the error is %s', async (text, message) => {
     definition('x', text);
-    await expect(load('x')).rejects.toMatchObject({ exitCode: 78, message: expect.stringMatching(message) });
+    await expect(load('x')).rejects.toMatchObject({
+      exitCode: 78,
+      message: expect.stringMatching(message),
+    });
   });
 
   it('when an instance has neither built-in nor definition then it is unknown', async () => {
@@ -101,7 +122,10 @@ describe('definition files', () => {
   });
 
   it('when a tunable is set in both places then the definition file wins', async () => {
-    writeFileSync(join(paths.confDir, 'pull-config.env'), 'FETCH_TIMEOUT=3\nMAX_SIZE=1M\n');
+    writeFileSync(
+      join(paths.confDir, 'pull-config.env'),
+      'FETCH_TIMEOUT=3\nMAX_SIZE=1M\n',
+    );
     definition('x', 'CONF_URL=/x\nCONF_FILE=/etc/x\nFETCH_TIMEOUT=7\n');
     const { tunables } = await load('x');
     expect(tunables.fetchTimeoutMs).toBe(7000);
@@ -113,7 +137,10 @@ describe('definition files', () => {
 describe('site settings', () => {
   it.each([
     ['SITE_ID=a/b\nMANAGER_URL=http://m\n', /SITE_ID in .*environment:1 does not fit/],
-    ['SITE_ID=a\nMANAGER_URL=ftp://m\n', /MANAGER_URL in .*environment:2 must start with http/],
+    [
+      'SITE_ID=a\nMANAGER_URL=ftp://m\n',
+      /MANAGER_URL in .*environment:2 must start with http/,
+    ],
     ['SITE_ID=a\nMANAGER_URL=http://user:pw@m\n', /must not carry credentials/],
     ['SITE_ID=a\nAPI_KEY="abc\n', /environment:2: API_KEY has an unterminated quote/],
   ])('when the environment file reads %j then the error is %s', async (text, message) => {
@@ -143,7 +170,11 @@ describe('site settings', () => {
 describe('legacy mode', () => {
   it('when CONF_FILE and CONF_URL come from the environment then commands run through sh', async () => {
     environment('SITE_ID=a\nMANAGER_URL=http://m\n');
-    const env = { CONF_FILE: '/etc/x.conf', CONF_URL: 'http://m/x', TEST_COMMAND: 'test -s $CONF_FILE' };
+    const env = {
+      CONF_FILE: '/etc/x.conf',
+      CONF_URL: 'http://m/x',
+      TEST_COMMAND: 'test -s $CONF_FILE',
+    };
     const instance = await legacyInstance(env, paths, await readSite(paths, env));
     expect(instance.test?.argv).toEqual(['/bin/sh', '-c', 'test -s $CONF_FILE']);
     expect(instance.stateKey).toMatch(/^legacy-[0-9a-f]{12}$/);
