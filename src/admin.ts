@@ -10,6 +10,7 @@ import type { Paths } from './settings.js';
 import { instanceDir, readState, writeState, type State } from './state.js';
 import { updateSummary } from './summary.js';
 import { readVersion } from './versions.js';
+import { assertReloadable } from './service.js';
 import { rm } from 'node:fs/promises';
 import { join } from 'node:path';
 
@@ -99,6 +100,7 @@ export async function rollback(
         exitCode: EXIT.ioError,
       });
 
+    assertReloadable(instance);
     const target = await realTarget(instance.confFile);
     const installContext: InstallContext = {
       instance,

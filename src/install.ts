@@ -50,12 +50,14 @@ export async function install(
       context.step = 'apply';
       await beginApply(dir, pending, live);
       await replaceFile(staged, target);
+      context.debug?.(`${target} replaced (${content.length} bytes)`);
     } else {
       // The validator only checks the live path: swap the candidate in, under
       // the journal, and swap back if it is refused.
       context.step = 'apply';
       await beginApply(dir, pending, live);
       await replaceFile(staged, target);
+      context.debug?.(`${target} replaced (${content.length} bytes)`);
       context.step = 'validate';
       await validate(instance, target, context).catch(async (error: unknown) => {
         await restore(target, live);
@@ -86,7 +88,7 @@ async function rollBack(
 ) {
   await restore(context.target, live);
   try {
-    await reload(context.instance, live, context);
+    await reload(context.instance, live, context, { afterRefusal: true });
   } catch (second) {
     const message = second instanceof Error ? second.message : String(second);
     if (error instanceof PullError) {

@@ -201,11 +201,11 @@ async function buildInstance(input: BuildInput): Promise<Built> {
   const command = (key: string) =>
     values[key] ? input.parse(values[key], where(key)) : undefined;
 
-  if (!values.CONF_FILE) throw configError(`${input.name}: CONF_FILE is not set`);
+  if (!values.CONF_FILE) throw configError('CONF_FILE is not set');
   if (!values.CONF_FILE.startsWith('/')) {
     throw configError(`${where('CONF_FILE')} must be an absolute path`);
   }
-  if (!values.CONF_URL) throw configError(`${input.name}: CONF_URL is not set`);
+  if (!values.CONF_URL) throw configError('CONF_URL is not set');
 
   let reload = command('RELOAD_COMMAND');
   if (!reload && values.SERVICE_NAME) {

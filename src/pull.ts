@@ -15,7 +15,7 @@ import { endApply, readPending } from './journal.js';
 import type { Outcome } from './outcome.js';
 import { screenBody } from './screen.js';
 import { assertReloadable, reload, validate } from './service.js';
-import { ensureDir, writeAtomic } from './state.js';
+import { ensureDir, sweepStateDir, writeAtomic } from './state.js';
 import { readVersion } from './versions.js';
 
 export interface PullMode {
@@ -42,6 +42,7 @@ export async function pull(context: PullContext): Promise<Outcome> {
   context.target = await realTarget(instance.confFile);
   await recoverInterrupted(context);
   await removeStaleCandidates(context.target);
+  await sweepStateDir(context.dir, state);
 
   if (state.disabled) return { kind: 'disabled', ...state.disabled };
   if (!mode.force && state.retryAfter && Date.parse(state.retryAfter) > Date.now()) {
@@ -211,7 +212,13 @@ async function recoverInterrupted(context: PullContext): Promise<void> {
 
   const { pending, old } = interrupted;
   const live = await readLive(context.target);
-  if ((live && hashOf(live)) !== pending.oldHash) await restore(context.target, old);
+  const liveHash = live && hashOf(live);
+  if (liveHash === pending.newHash && context.state.hash === pending.newHash) {
+    // Killed after the commit, before the journal was removed: all is done.
+    await endApply(context.dir);
+    return;
+  }
+  if (liveHash !== pending.oldHash) await restore(context.target, old);
   await endApply(context.dir);
   context.warn(
     undefined,

@@ -5,11 +5,13 @@ import { configError, PullError } from './errors.js';
 import { EXIT } from './exit-codes.js';
 import type { Instance } from './instances.js';
 import { awaitNginxReload, snapshotNginx } from './nginx-watch.js';
-import { runCommand } from './run-command.js';
+import { runCommand, type CommandResult } from './run-command.js';
 
 export interface ServiceContext {
   secrets: string[];
   scratchDir: string;
+  /** Each command run and its output, for --verbose. */
+  debug?: (message: string) => void;
 }
 
 /** Runs the validator against `path`; a failure carries its own words. */
@@ -19,12 +21,14 @@ export async function validate(
   context: ServiceContext,
 ): Promise<void> {
   if (!instance.test) return;
-  const result = await runCommand(withCandidate(instance.test, path), {
+  const argv = withCandidate(instance.test, path);
+  const result = await runCommand(argv, {
     timeoutMs: instance.tunables.testTimeoutMs,
     secrets: context.secrets,
     scratchDir: context.scratchDir,
     origin: instance.test.origin,
   });
+  context.debug?.(ran(argv, result));
   if (result.ok) return;
 
   const words = keyLine(result.output) ?? result.failure;
@@ -62,12 +66,16 @@ export async function reload(
   instance: Instance,
   previousConfig: Buffer | undefined,
   context: ServiceContext,
+  { afterRefusal = false } = {},
 ): Promise<void> {
   if (!instance.reload) return;
   const watch =
     instance.reloadCheck === 'nginx'
       ? await snapshotNginx(String(previousConfig ?? ''))
       : undefined;
+  // nginx retries a failed bind for a few seconds and logs [emerg] each time,
+  // so after a refused reload only new workers tell that this one took.
+  if (watch && afterRefusal) watch.errorLog = undefined;
   const options = {
     timeoutMs: instance.tunables.reloadTimeoutMs,
     secrets: context.secrets,
@@ -79,6 +87,7 @@ export async function reload(
     ...options,
     origin: instance.reload.origin,
   });
+  context.debug?.(ran(instance.reload.argv, result));
   if (!result.ok) {
     throw reloadError(`reload ${result.failure}${suffix(result.output)}`, result.output);
   }
@@ -94,6 +103,7 @@ export async function reload(
       ...options,
       origin: instance.verify.origin,
     });
+    context.debug?.(ran(instance.verify.argv, check));
     if (!check.ok) {
       throw reloadError(
         `VERIFY_COMMAND ${check.failure}${suffix(check.output)}`,
@@ -101,6 +111,12 @@ export async function reload(
       );
     }
   }
+}
+
+// A failure's output is printed with the error already.
+function ran(argv: string[], result: CommandResult): string {
+  const output = result.ok && result.output ? `\n${result.output.replace(/^/gm, '  ')}` : '';
+  return `${argv.join(' ')}: ${result.ok ? 'ok' : result.failure}${output}`;
 }
 
 function reloadError(message: string, detail: string): PullError {

@@ -1,4 +1,4 @@
-import { mkdir, readFile } from 'node:fs/promises';
+import { mkdir, readdir, readFile, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { ioError } from './errors.js';
 
@@ -86,5 +86,22 @@ export async function writeAtomic(
     await writeFileAtomic(path, data, { mode });
   } catch (error) {
     throw ioError('write', path, error);
+  }
+}
+
+// write-file-atomic's temporary names (NAME.hex) and command output files,
+// which a run killed with -9 leaves behind.
+const LEFTOVER = /^(state\.json|pending\.json|pending\.old)\.[0-9a-f]+$|^\.output-\d+$/;
+
+/** Removes what killed runs left in the instance's state directory. */
+export async function sweepStateDir(dir: string, state: State): Promise<void> {
+  for (const name of await readdir(dir).catch(() => [] as string[])) {
+    if (LEFTOVER.test(name)) await rm(join(dir, name), { force: true });
+  }
+
+  const kept = new Set(state.versions.map((version) => version.file));
+  const versionsDir = join(dir, 'versions');
+  for (const name of await readdir(versionsDir).catch(() => [] as string[])) {
+    if (!kept.has(name)) await rm(join(versionsDir, name), { force: true });
   }
 }
