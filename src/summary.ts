@@ -1,4 +1,4 @@
-import { chmod, mkdir, readdir, readFile, stat, utimes } from 'node:fs/promises';
+import { chmod, mkdir, readFile, readdir, rm, stat, utimes } from 'node:fs/promises';
 import { join } from 'node:path';
 import { describe } from './fetch.js';
 import type { Instance } from './instances.js';
@@ -70,6 +70,11 @@ export async function updateSummary(
   await mkdir(dir, { recursive: true, mode: 0o755 });
   // Explicitly, as root's umask (often 077) would hide it from monitoring.
   await chmod(dir, 0o755);
+  // Temporary files of a write that a killed run never finished.
+  const leftover = new RegExp(`^${instance.stateKey}\\.json\\.[0-9a-f]+$`);
+  for (const name of await readdir(dir)) {
+    if (leftover.test(name)) await rm(join(dir, name), { force: true });
+  }
   await writeAtomic(path, JSON.stringify(summary, null, 2) + '\n', 0o644);
   const lastSuccess = options.success ? now : (previous?.mtime ?? new Date(0));
   await utimes(path, now, lastSuccess);
