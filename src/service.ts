@@ -115,7 +115,8 @@ export async function reload(
 
 // A failure's output is printed with the error already.
 function ran(argv: string[], result: CommandResult): string {
-  const output = result.ok && result.output ? `\n${result.output.replace(/^/gm, '  ')}` : '';
+  const output =
+    result.ok && result.output ? `\n${result.output.replace(/^/gm, '  ')}` : '';
   return `${argv.join(' ')}: ${result.ok ? 'ok' : result.failure}${output}`;
 }
 
