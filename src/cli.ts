@@ -127,7 +127,8 @@ function program(secrets: string[], setExit: (code: number) => void): Command {
         return void process.stdout.write(json + '\n');
       }
 
-      const colour = Boolean(process.stdout.isTTY) && !('NO_COLOR' in env);
+      // no-color.org: a NO_COLOR that is set and not empty turns colour off.
+      const colour = Boolean(process.stdout.isTTY) && !env.NO_COLOR;
       process.stdout.write(renderStatus(report, colour));
       if (cli.opts<GlobalOptions>().verbose) {
         const { readEvents } = await import('./events.js');

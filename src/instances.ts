@@ -139,7 +139,11 @@ export async function loadInstance(
 
 function newerRouteHint(name: string, file: string): string | undefined {
   const route = NEWER_ROUTES[name];
-  return route && `newer managers serve ${route}: put CONF_URL=${route} in ${file}`;
+  return (
+    route &&
+    `newer managers serve ${route}: put CONF_URL=${route} in ${file} ` +
+      '(README, "Instances")'
+  );
 }
 
 /**
