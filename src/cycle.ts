@@ -6,7 +6,7 @@ import { legacyInstance, loadInstance, type Instance } from './instances.js';
 import { tryLock, waitLock } from './lock.js';
 import { exitCodeOf, type Outcome } from './outcome.js';
 import { preview, pull, type PullContext, type PullMode } from './pull.js';
-import type { Reporter } from './report.js';
+import { redactSecrets, type Reporter } from './report.js';
 import { readSite, type Paths, type Site } from './settings.js';
 import { ensureDir, instanceDir, readState, writeState, type State } from './state.js';
 import { updateSummary } from './summary.js';
@@ -52,6 +52,11 @@ export async function runCycle(options: CycleOptions): Promise<ExitCode> {
         return { kind: 'failed', error, step: context.step } satisfies Outcome;
       },
     );
+    // A manager may quote the key back in an error page; state and the event
+    // log keep the message, so it is redacted before anything stores it.
+    if ('error' in outcome) {
+      outcome.error.message = redactSecrets(outcome.error.message, options.secrets);
+    }
     if (mode.dryRun) return finish(reporter, instance, outcome, options);
 
     await noteOutcome(reporter, instance, state, outcome, dir);
@@ -116,7 +121,9 @@ function pullContext(
       if (key && state.warned.includes(key) && !reporter.interactive) return;
       if (key && !state.warned.includes(key)) state.warned.push(key);
       reporter.err(`${instance.name}: warning: ${message}`);
-      if (!mode.dryRun) void logEvent(dir, 'warning', message);
+      if (!mode.dryRun) {
+        void logEvent(dir, 'warning', redactSecrets(message, options.secrets));
+      }
     },
   };
   return context;
@@ -139,9 +146,12 @@ async function noteOutcome(
     const code =
       outcome.kind === 'rejected' ? `rejected ${outcome.key}` : outcome.error.code;
     const same = state.failure?.code === code;
-    state.failure = same
-      ? { ...state.failure!, count: state.failure!.count + 1 }
-      : { code, since: now, count: 1 };
+    // A new cause gets its own line, but the outage goes on: keep its start and count.
+    state.failure = {
+      code,
+      since: state.failure?.since ?? now,
+      count: (state.failure?.count ?? 0) + 1,
+    };
     state.lastError = outcome.error.message;
     state.lastResult = outcome.kind;
     if (outcome.error.retryAfter)
@@ -204,6 +214,8 @@ async function saveState(
     // A check that found nothing to do must not fail because the state disk
     // is full; a run that changed something says so.
     if (outcome.kind === 'unchanged' && !options.reporter.interactive) return;
+    // The run's one line already says the disk failed; a second would repeat it.
+    if (outcome.kind === 'failed' && outcome.error.exitCode === EXIT.ioError) return;
     const message = error instanceof Error ? error.message : String(error);
     options.reporter.err(`${instance.name}: state: ${message}`);
   }

@@ -68,7 +68,8 @@ export async function stageFile(target: string, data: Buffer): Promise<string> {
     if (current) await chown(path, current.uid, current.gid);
   } catch (error) {
     await rm(path, { force: true });
-    throw ioError('write', path, error);
+    // The candidate is gone by now: name the file it was to replace.
+    throw ioError('write the new', target, error);
   }
   return path;
 }

@@ -98,6 +98,7 @@ const now = () => new Date().toISOString();
 
 async function fetchFor(context: PullContext, etags: string[]): Promise<Fetched> {
   const { instance } = context;
+  warnPlainHttp(context);
   const started = Date.now();
   const fetched = await fetchConfig({
     urls: instance.urls,
@@ -111,6 +112,21 @@ async function fetchFor(context: PullContext, etags: string[]): Promise<Fetched>
   const status = fetched.notModified ? '304' : `200, ${fetched.body.length} bytes`;
   context.debug(`${fetched.url}: ${status}, ${Date.now() - started} ms`);
   return fetched;
+}
+
+const LOOPBACK = /^(localhost|127(\.\d{1,3}){3}|\[::1\])$/i;
+
+/** The key is a bearer token: whoever sees it on the wire can use it. */
+function warnPlainHttp(context: PullContext): void {
+  if (!context.apiKey) return;
+  for (const url of context.instance.urls.map((text) => new URL(text))) {
+    if (url.protocol !== 'http:' || LOOPBACK.test(url.hostname)) continue;
+    if (!context.keyOrigins.has(url.origin)) continue;
+    context.warn(
+      `plain-http ${url.host}`,
+      `the key would go to ${url.host} over plain http://; use https://`,
+    );
+  }
 }
 
 /**

@@ -14,13 +14,17 @@ export interface ReporterOptions {
   quiet: boolean;
 }
 
+/** Hides each secret in text meant for output or for the state directory. */
+export function redactSecrets(text: string, secrets: string[]): string {
+  return secrets.reduce(
+    (line, secret) => (secret ? line.replaceAll(secret, '[redacted]') : line),
+    text,
+  );
+}
+
 /** Every line passes through here, so no path can print the key. */
 export function createReporter(options: ReporterOptions): Reporter {
-  const redact = (line: string) =>
-    options.secrets.reduce(
-      (text, secret) => (secret ? text.replaceAll(secret, '[redacted]') : text),
-      line,
-    );
+  const redact = (line: string) => redactSecrets(line, options.secrets);
 
   return {
     out: (line) => {

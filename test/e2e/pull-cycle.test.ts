@@ -479,7 +479,8 @@ describe('built-in instances on this machine', () => {
         stdout: '',
         stderr:
           `${name}: fetch: the manager does not know ${world.manager.url}${route(name)}` +
-          ` (HTTP 404); newer managers serve ${newer}: put CONF_URL=${newer} in ${definition}\n`,
+          ` (HTTP 404); newer managers serve ${newer}: put CONF_URL=${newer} in ${definition}` +
+          ' (README, "Instances")\n',
       });
       expect(await readFile(world.target)).toEqual(V1);
     },
