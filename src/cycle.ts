@@ -117,12 +117,12 @@ function pullContext(
     keyOrigins: new Set(site.managerUrls.map((url) => new URL(url).origin)),
     version: options.version,
     debug: (message) => reporter.debug(`${instance.name}: ${context.step}: ${message}`),
-    warn: (key, message) => {
+    warn: (key, message, kind = 'warning') => {
       if (key && state.warned.includes(key) && !reporter.interactive) return;
       if (key && !state.warned.includes(key)) state.warned.push(key);
       reporter.err(`${instance.name}: warning: ${message}`);
       if (!mode.dryRun) {
-        void logEvent(dir, 'warning', redactSecrets(message, options.secrets));
+        void logEvent(dir, kind, redactSecrets(message, options.secrets));
       }
     },
   };

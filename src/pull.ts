@@ -8,7 +8,6 @@ import {
   removeFile,
   removeStaleCandidates,
   stageFile,
-  writeConfig,
 } from './files.js';
 import { hashOf, install, restore, type InstallContext } from './install.js';
 import { endApply, readPending } from './journal.js';
@@ -30,7 +29,8 @@ export interface PullContext extends InstallContext {
   keyOrigins: Set<string>;
   version: string;
   mode: PullMode;
-  warn: (key: string | undefined, message: string) => void;
+  /** `key` makes a warning once-only; `kind` names it in the event log. */
+  warn: (key: string | undefined, message: string, kind?: string) => void;
   debug: (message: string) => void;
 }
 
@@ -239,6 +239,7 @@ async function recoverInterrupted(context: PullContext): Promise<void> {
   context.warn(
     undefined,
     'an earlier run was interrupted while applying; previous config restored',
+    'interrupted',
   );
   if (old) await reload(context.instance, old, context);
 }
@@ -248,7 +249,7 @@ async function recoverInterrupted(context: PullContext): Promise<void> {
  * the last applied version is put back, with no need for the network.
  */
 async function repairDrift(context: PullContext): Promise<void> {
-  const { state, target, dir, instance } = context;
+  const { state, target, dir } = context;
   const version = state.versions.at(-1);
   if (!version || !state.hash || version.hash !== state.hash) return;
 
@@ -257,7 +258,7 @@ async function repairDrift(context: PullContext): Promise<void> {
   const applied = await readVersion(dir, version);
   if (!applied) return;
 
-  let saved = 'nothing to save: the file was missing';
+  let saved: string | undefined;
   if (live) {
     const driftDir = join(dir, 'drift');
     await ensureDir(driftDir);
@@ -265,12 +266,9 @@ async function repairDrift(context: PullContext): Promise<void> {
     await writeAtomic(saved, live);
   }
 
-  context.step = 'drift';
-  await writeConfig(target, applied);
-  await validate(instance, target, context);
-  await reload(instance, live, context);
-  context.warn(
-    undefined,
-    `${target} was edited by hand; restored the applied version (${saved})`,
-  );
+  // The same guarded path as a new config: validated before it goes live,
+  // journalled, and put back if the reload fails. The state already says so.
+  await install(context, applied, state.etag, live, async () => undefined);
+  const what = saved ? `was edited by hand (saved as ${saved})` : 'was missing';
+  context.warn(undefined, `${target} ${what}; restored the applied version`, 'drift');
 }

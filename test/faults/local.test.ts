@@ -429,7 +429,7 @@ describe('hand edits', () => {
 
   async function savedCopy(stderr: string): Promise<string> {
     const [warning] = lines(stderr);
-    const saved = /\((\/[^)]+)\)$/.exec(warning ?? '')?.[1] ?? '(none)';
+    const saved = /\(saved as (\/[^)]+)\)/.exec(warning ?? '')?.[1] ?? '(none)';
     return readFile(saved, 'utf8');
   }
 
@@ -440,7 +440,9 @@ describe('hand edits', () => {
 
     expect(result.code, result.stderr).toBe(0);
     expect(lines(result.stderr)).toEqual([
-      expect.stringMatching(/^app: warning: .*app\.conf was edited by hand; .*\(\/.*\)$/),
+      expect.stringMatching(
+        /^app: warning: .*app\.conf was edited by hand \(saved as \/.*\); restored the applied version$/,
+      ),
     ]);
     expect(lines(result.stderr)[0]).toContain(join(site.box.stateDir, 'app'));
     expect(await savedCopy(result.stderr)).toBe('# edited by an admin\n');
