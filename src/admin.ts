@@ -47,6 +47,7 @@ async function withState<T>(
     await updateSummary(paths.stateDir, instance, state, {
       success: false,
       stateChanged: true,
+      checked: false,
     });
     return result;
   } finally {

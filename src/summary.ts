@@ -15,7 +15,7 @@ export interface Summary {
   target: string;
   url: string;
   result: State['lastResult'];
-  lastAttemptAt: string;
+  lastAttemptAt: string | undefined;
   lastError: string | undefined;
   failures: number;
   failingSince: string | undefined;
@@ -35,7 +35,8 @@ export async function updateSummary(
   stateDir: string,
   instance: Instance,
   state: State,
-  options: { success: boolean; stateChanged: boolean },
+  /** `checked`: false for admin commands, which change state but check nothing. */
+  options: { success: boolean; stateChanged: boolean; checked?: boolean },
 ): Promise<void> {
   const dir = summaryDir(stateDir);
   const path = join(dir, `${instance.stateKey}.json`);
@@ -53,7 +54,10 @@ export async function updateSummary(
     target: instance.confFile,
     url: instance.urls[0] ? describe(new URL(instance.urls[0])) : '',
     result: state.lastResult,
-    lastAttemptAt: now.toISOString(),
+    lastAttemptAt:
+      options.checked === false
+        ? (await readSummary(stateDir, instance.stateKey))?.lastAttemptAt
+        : now.toISOString(),
     lastError: state.lastError,
     failures: state.failure?.count ?? 0,
     failingSince: state.failure?.since,
