@@ -187,7 +187,11 @@ function networkError(error: unknown, where: string, tunables: Tunables): PullEr
   if (code === 'ENOTFOUND' || code === 'EAI_AGAIN') {
     return temp(`cannot resolve ${new URL(where).hostname}`, 'fetch-dns');
   }
-  if (TLS_CODES.test(code)) return temp(`TLS failure with ${host}: ${code}`, 'fetch-tls');
+  // EPROTO over https is a handshake that failed, e.g. a plain HTTP port.
+  const handshake = code === 'EPROTO' && where.startsWith('https:');
+  if (TLS_CODES.test(code) || handshake) {
+    return temp(`TLS failure with ${host}: ${code}`, 'fetch-tls');
+  }
   if (code === 'ERR_STREAM_PREMATURE_CLOSE' || code === 'ECONNRESET') {
     return temp(`the response from ${where} was cut off`, 'body-truncated');
   }
@@ -242,7 +246,8 @@ async function statusError(
   if ((status === 429 || status === 503) && retryAfter) {
     return fail(
       `the manager asks to retry after ${retryAfter.toISOString()} (HTTP ${status})`,
-      'rate-limited',
+      // A 503 is that manager's trouble: the next one is still worth asking.
+      status === 429 ? 'rate-limited' : 'unavailable',
       EXIT.tempFail,
       retryAfter,
     );

@@ -41,7 +41,11 @@ export async function runCommand(
   if (!file) throw configError(`${options.origin}: empty command`);
 
   const outputFile = join(options.scratchDir, `.output-${process.pid}`);
-  await (await open(outputFile, 'w', 0o600)).close();
+  // execa copies a { file } target through a pipe, which a daemon left behind
+  // would hold open: the child gets the file's own descriptor instead. (Its
+  // types list only 1 and 2, but any descriptor is handed over as it is.)
+  const sink = await open(outputFile, 'w', 0o600);
+  const descriptor = sink.fd as 1;
 
   let timedOut = false;
   try {
@@ -49,8 +53,8 @@ export async function runCommand(
       env: childEnv(options.secrets),
       extendEnv: false,
       stdin: 'ignore',
-      stdout: { file: outputFile, append: true },
-      stderr: { file: outputFile, append: true },
+      stdout: descriptor,
+      stderr: descriptor,
       detached: true,
       reject: false,
     });
@@ -63,7 +67,7 @@ export async function runCommand(
 
     if (result.failed && isSpawnFailure(result.cause)) {
       throw configError(
-        `${options.origin}: cannot run ${file}: ${spawnReason(result.cause)}`,
+        `${options.origin}: cannot run ${file}: ${spawnReason(file, result.cause)}`,
         'command-missing',
       );
     }
@@ -75,6 +79,7 @@ export async function runCommand(
         : `exited with ${result.exitCode}`;
     return { ok: !timedOut && result.exitCode === 0, failure, output };
   } finally {
+    await sink.close();
     await rm(outputFile, { force: true });
   }
 }
@@ -93,10 +98,13 @@ function isSpawnFailure(cause: unknown): boolean {
   return code === 'ENOENT' || code === 'EACCES' || code === 'ENOEXEC';
 }
 
-function spawnReason(cause: unknown): string {
+function spawnReason(file: string, cause: unknown): string {
   const code = (cause as NodeJS.ErrnoException).code;
+  // A path with a slash is not looked up in PATH.
   return code === 'ENOENT'
-    ? 'not found in PATH'
+    ? file.includes('/')
+      ? 'no such file'
+      : 'not found in PATH'
     : code === 'EACCES'
       ? 'permission denied'
       : String(code);
