@@ -86,7 +86,6 @@ async function fetchOne(url: string, request: FetchRequest): Promise<Fetched> {
     }
 
     const body = Buffer.from(await response.arrayBuffer());
-    checkLength(body, response.headers, where);
     const contentType = response.headers.get('content-type') ?? '';
     return { notModified: false, etag, url, body, contentType };
   } catch (error) {
@@ -124,24 +123,6 @@ function connectTimeoutAgent(url: URL, timeoutMs: number): HttpAgent {
   };
   agents.set(key, agent);
   return agent;
-}
-
-function checkLength(
-  body: Buffer,
-  headers: { get(name: string): string | null },
-  where: string,
-) {
-  const declared = headers.get('content-length');
-  if (declared === null || headers.get('content-encoding')) return;
-  if (body.length < Number(declared)) {
-    throw new PullError(
-      `the response from ${where} was cut off (${body.length} of ${declared} bytes)`,
-      {
-        code: 'body-truncated',
-        exitCode: EXIT.tempFail,
-      },
-    );
-  }
 }
 
 const TLS_CODES =
@@ -268,9 +249,13 @@ function firstLine(text: string): string {
   return clean.length > 120 ? `${clean.slice(0, 117)}...` : clean;
 }
 
+// A proxy's Retry-After of days must not silence an instance that long.
+const RETRY_AFTER_CAP_MS = 60 * 60 * 1000;
+
 function parseRetryAfter(value: string | null): Date | undefined {
   if (!value) return undefined;
-  if (/^\d+$/.test(value.trim())) return new Date(Date.now() + Number(value) * 1000);
-  const date = new Date(value);
-  return Number.isNaN(date.getTime()) ? undefined : date;
+  const text = value.trim();
+  const at = /^\d+$/.test(text) ? Date.now() + Number(text) * 1000 : Date.parse(text);
+  if (Number.isNaN(at)) return undefined;
+  return new Date(Math.min(at, Date.now() + RETRY_AFTER_CAP_MS));
 }

@@ -76,6 +76,7 @@ export async function pull(context: PullContext): Promise<Outcome> {
     return { kind: 'rejected', error: rejection(state.rejected!.message), key: hash };
   }
 
+  context.step = 'reload';
   assertReloadable(instance);
   try {
     await install(context, fetched.body, fetched.etag, live);

@@ -1,3 +1,4 @@
+import { accessSync, constants, statSync } from 'node:fs';
 import { open, readFile, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { configError } from './errors.js';
@@ -6,6 +7,7 @@ export interface CommandResult {
   ok: boolean;
   /** Why it failed, in a few words: "exited with 1", "timed out after 10 s". */
   failure: string;
+  timedOut: boolean;
   output: string;
 }
 
@@ -77,7 +79,7 @@ export async function runCommand(
       : result.signal
         ? `killed by ${result.signal}`
         : `exited with ${result.exitCode}`;
-    return { ok: !timedOut && result.exitCode === 0, failure, output };
+    return { ok: !timedOut && result.exitCode === 0, failure, timedOut, output };
   } finally {
     await sink.close();
     await rm(outputFile, { force: true });
@@ -108,6 +110,24 @@ function spawnReason(file: string, cause: unknown): string {
     : code === 'EACCES'
       ? 'permission denied'
       : String(code);
+}
+
+/**
+ * Whether `file` can be started with the children's PATH: a reload command
+ * that is missing must be found before the live file is replaced.
+ */
+export function findCommand(file: string): string | undefined {
+  const dirs = file.includes('/') ? [''] : (childEnv([]).PATH ?? '').split(':');
+  for (const dir of dirs) {
+    const path = dir ? join(dir, file) : file;
+    try {
+      accessSync(path, constants.X_OK);
+      if (statSync(path).isFile()) return path;
+    } catch {
+      // Not here; try the next directory.
+    }
+  }
+  return undefined;
 }
 
 /** The child gets our environment less the key, and a PATH with sbin in it. */

@@ -5,7 +5,7 @@ import { configError, PullError } from './errors.js';
 import { EXIT } from './exit-codes.js';
 import type { Instance } from './instances.js';
 import { awaitNginxReload, snapshotNginx } from './nginx-watch.js';
-import { runCommand, type CommandResult } from './run-command.js';
+import { findCommand, runCommand, type CommandResult } from './run-command.js';
 
 export interface ServiceContext {
   secrets: string[];
@@ -31,6 +31,15 @@ export async function validate(
   context.debug?.(ran(argv, result));
   if (result.ok) return;
 
+  // A validator that hangs says nothing about the config: a local trouble,
+  // retried next run, not a rejection to remember.
+  if (result.timedOut) {
+    throw new PullError(`the validator ${result.failure}`, {
+      code: 'validate-timeout',
+      exitCode: EXIT.tempFail,
+      detail: result.output,
+    });
+  }
   const words = keyLine(result.output) ?? result.failure;
   throw new PullError(
     `the validator rejected the config: ${words.replaceAll(path, instance.confFile)}`,
@@ -43,21 +52,28 @@ export async function validate(
 }
 
 /**
- * systemctl without a running systemd fails with a message that reads like a
- * service problem; say what it is before anything is touched.
+ * Checks, before anything is touched, that the reload and verify commands
+ * can start at all; systemctl without a running systemd fails with a
+ * message that reads like a service problem, so that is said plainly.
  */
 export function assertReloadable(instance: Instance): void {
-  const command = instance.reload?.argv[0];
-  if (
-    command &&
-    basename(command) === 'systemctl' &&
-    !existsSync('/run/systemd/system')
-  ) {
-    throw configError(
-      `${instance.reload!.origin}: systemd is not running here, so systemctl cannot reload; ` +
-        'set RELOAD_COMMAND',
-      'no-systemd',
-    );
+  for (const command of [instance.reload, instance.verify]) {
+    const file = command?.argv[0];
+    if (!command || !file) continue;
+    if (basename(file) === 'systemctl' && !existsSync('/run/systemd/system')) {
+      throw configError(
+        `${command.origin}: systemd is not running here, so systemctl cannot reload; ` +
+          'set RELOAD_COMMAND',
+        'no-systemd',
+      );
+    }
+    if (!findCommand(file)) {
+      const where = file.includes('/') ? 'no such executable' : 'not found in PATH';
+      throw configError(
+        `${command.origin}: cannot run ${file}: ${where}`,
+        'command-missing',
+      );
+    }
   }
 }
 

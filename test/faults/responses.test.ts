@@ -250,6 +250,30 @@ describe('statuses', () => {
       },
     );
 
+    it.each([
+      ['seconds', '99999999'],
+      ['an HTTP date', 'Fri, 01 Jan 2100 00:00:00 GMT'],
+    ])(
+      'when Retry-After in %s asks for years then the wait is capped at an hour',
+      async (_, retryAfter) => {
+        await applyFirst(site);
+        site.manager.misbehave(ROUTE, {
+          kind: 'status',
+          status: 429,
+          headers: { 'Retry-After': retryAfter },
+        });
+
+        await site.run();
+
+        const state = JSON.parse(
+          await readFile(join(site.box.stateDir, 'app', 'state.json'), 'utf8'),
+        ) as { retryAfter: string };
+        const wait = Date.parse(state.retryAfter) - Date.now();
+        expect(wait).toBeGreaterThan(55 * 60 * 1000);
+        expect(wait).toBeLessThanOrEqual(60 * 60 * 1000);
+      },
+    );
+
     it('when the Retry-After time has passed then the next run asks again', async () => {
       await applyFirst(site);
       site.manager.misbehave(ROUTE, {
