@@ -455,7 +455,7 @@ describe('built-in instances on this machine', () => {
       code: 78,
       stdout: '',
       stderr:
-        'nginx: check: SERVICE_NAME (built-in nginx): systemd is not running here,' +
+        'nginx: reload: SERVICE_NAME (built-in nginx): systemd is not running here,' +
         ' so systemctl cannot reload; set RELOAD_COMMAND\n',
     });
     expect(await identity(world.target)).toEqual(before);
