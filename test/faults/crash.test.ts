@@ -1,6 +1,6 @@
 import { spawn } from 'node:child_process';
 import { existsSync, readdirSync, readFileSync } from 'node:fs';
-import { chmod, mkdir, readdir, readFile, writeFile } from 'node:fs/promises';
+import { readdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import etag from 'etag';
@@ -10,6 +10,7 @@ import { CLI_PATH, runCli, type CommandResult } from '../helpers/cli.js';
 import { startManager } from '../helpers/manager.js';
 import { waitFor } from '../helpers/processes.js';
 import { makeSandbox, type Sandbox } from '../helpers/sandbox.js';
+import { leftovers, writeScript } from '../helpers/files.js';
 
 const KILLS = 20;
 const BUDGET_MS = 35_000;
@@ -19,15 +20,6 @@ const BUDGET_MS = 35_000;
 function config(version: string): string {
   const body = `# filler for version ${version}\n`.repeat(200);
   return `# version ${version}\n${body}# end\n`;
-}
-
-async function script(box: Sandbox, name: string, body: string): Promise<string> {
-  const dir = join(box.root, 'bin');
-  await mkdir(dir, { recursive: true });
-  const path = join(dir, name);
-  await writeFile(path, `#!/bin/sh\n${body}`);
-  await chmod(path, 0o755);
-  return path;
 }
 
 interface Crashable {
@@ -48,13 +40,13 @@ async function crashable(validates: 'candidate' | 'live path'): Promise<Crashabl
   const events = join(box.root, 'events');
   const reloadLog = join(box.root, 'reloads');
 
-  const validator = await script(
-    box,
+  const validator = await writeScript(
+    join(box.root, 'bin'),
     'validate',
     `echo validate >> ${events}\nsleep 0.2\n[ "$(tail -n 1 "$1")" = '# end' ]\n`,
   );
-  const reload = await script(
-    box,
+  const reload = await writeScript(
+    join(box.root, 'bin'),
     'reload',
     `echo reload >> ${events}\nsleep 0.2\n` +
       `{ printf 'reload '; head -n 1 ${live}; } >> ${reloadLog}\n`,
@@ -97,19 +89,6 @@ function startCli(env: Record<string, string>) {
 async function count(path: string, line: string): Promise<number> {
   const text = await readFile(path, 'utf8').catch(() => '');
   return text.split('\n').filter((entry) => entry === line).length;
-}
-
-// Candidates, write-file-atomic temps and command output files, anywhere under dirs.
-async function leftovers(...dirs: string[]): Promise<string[]> {
-  const found: string[] = [];
-  for (const dir of dirs) {
-    const entries = await readdir(dir, { recursive: true }).catch(() => [] as string[]);
-    for (const entry of entries) {
-      if (/\.pull-config-|(^|\/)\.output-|\.\d+$/.test(entry))
-        found.push(join(dir, entry));
-    }
-  }
-  return found;
 }
 
 // A killed run's validator or reload lives on in its own process group.

@@ -29,6 +29,7 @@ import { startManager, type Manager } from '../helpers/manager.js';
 import { startNginx, nginxConfig } from '../helpers/nginx.js';
 import { waitFor } from '../helpers/processes.js';
 import { freeTcpPort, makeSandbox, type Sandbox } from '../helpers/sandbox.js';
+import { leftovers, lines, writeScript } from '../helpers/files.js';
 
 // The shim the package installs in /etc/pull-config.d, named after its instance.
 const SHIM = fileURLToPath(new URL('../../pull-config.d/nginx', import.meta.url));
@@ -72,8 +73,8 @@ async function defineService(
 ): Promise<Service> {
   const { box } = site;
   const reloadLog = join(box.root, `${name}.reloads`);
-  const reload = await script(
-    box,
+  const reload = await writeScript(
+    join(box.root, 'bin'),
     `reload-${name}`,
     `{ printf 'reload '; head -n 1 "$1"; } >> "$2"\n`,
   );
@@ -87,15 +88,6 @@ async function defineService(
   const text = Object.entries(values).map(([key, value]) => `${key}=${value}\n`);
   await writeFile(join(box.instancesDir, `${name}.env`), text.join(''));
   return { name, live, route: `/sites/lab-1/${name}.conf`, reloadLog };
-}
-
-async function script(box: Sandbox, name: string, body: string): Promise<string> {
-  const dir = join(box.root, 'bin');
-  await mkdir(dir, { recursive: true });
-  const path = join(dir, name);
-  await writeFile(path, `#!/bin/sh\n${body}`);
-  await chmod(path, 0o755);
-  return path;
 }
 
 function config(version: string, padding = 0): string {
@@ -113,23 +105,6 @@ async function storedEtag(site: Site, name: string): Promise<string | undefined>
 async function reloads(service: Service): Promise<string[]> {
   const text = await readFile(service.reloadLog, 'utf8').catch(() => '');
   return text.split('\n').filter(Boolean);
-}
-
-function lines(text: string): string[] {
-  return text.split(/\r?\n/).filter(Boolean);
-}
-
-// Candidates, write-file-atomic temps and validator output files, anywhere under dirs.
-async function leftovers(...dirs: string[]): Promise<string[]> {
-  const found: string[] = [];
-  for (const dir of dirs) {
-    const entries = await readdir(dir, { recursive: true }).catch(() => [] as string[]);
-    for (const entry of entries) {
-      if (/\.pull-config-|(^|\/)\.output-|\.\d+$/.test(entry))
-        found.push(join(dir, entry));
-    }
-  }
-  return found;
 }
 
 interface Snapshot {
@@ -203,8 +178,8 @@ async function heldValidator(
 ): Promise<{ command: string; started: string; release: string }> {
   const started = join(box.root, 'validator-started');
   const release = join(box.root, 'validator-release');
-  const path = await script(
-    box,
+  const path = await writeScript(
+    join(box.root, 'bin'),
     'held-validator',
     `touch ${started}\n` +
       `while [ ! -e ${release} ] && [ -d ${box.root} ]; do sleep 0.05; done\n`,
@@ -413,8 +388,8 @@ describe('hand edits', () => {
   async function editedByHand() {
     const site = await makeSite();
     const validations = join(site.box.root, 'validations');
-    const validator = await script(
-      site.box,
+    const validator = await writeScript(
+      join(site.box.root, 'bin'),
       'validate',
       `head -n 1 "$1" >> ${validations}\n`,
     );

@@ -1,7 +1,7 @@
 import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { existsSync, readdirSync, readFileSync } from 'node:fs';
-import { chmod, mkdir, readdir, readFile, stat, writeFile } from 'node:fs/promises';
+import { readdir, readFile, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { track } from '../helpers/cleanup.js';
@@ -10,6 +10,7 @@ import { runCommand } from '../helpers/command.js';
 import { startManager, type Manager } from '../helpers/manager.js';
 import { waitFor } from '../helpers/processes.js';
 import { makeSandbox, type Sandbox } from '../helpers/sandbox.js';
+import { filesHolding, lines, writeScript } from '../helpers/files.js';
 
 const KEY = `key-${randomBytes(16).toString('hex')}`;
 const ROUTE = '/sites/lab-1/app.conf';
@@ -19,15 +20,6 @@ interface Site {
   manager: Manager;
   live: string;
   stateDir: string;
-}
-
-async function script(box: Sandbox, name: string, body: string): Promise<string> {
-  const dir = join(box.root, 'bin');
-  await mkdir(dir, { recursive: true });
-  const path = join(dir, name);
-  await writeFile(path, `#!/bin/sh\n${body}`);
-  await chmod(path, 0o755);
-  return path;
 }
 
 async function makeSite(settings: Record<string, string> = {}): Promise<Site> {
@@ -40,7 +32,7 @@ async function makeSite(settings: Record<string, string> = {}): Promise<Site> {
     `SITE_ID=lab-1\nMANAGER_URL=${manager.url}\nAPI_KEY=${KEY}\n`,
   );
 
-  const reload = await script(box, 'reload', 'exit 0\n');
+  const reload = await writeScript(join(box.root, 'bin'), 'reload', 'exit 0\n');
   const values = {
     CONF_URL: '/sites/${SITE_ID}/app.conf',
     CONF_FILE: live,
@@ -61,8 +53,8 @@ function config(version: string): string {
 async function heldStep(box: Sandbox, name: string) {
   const started = join(box.root, `${name}-started`);
   const release = join(box.root, `${name}-release`);
-  const path = await script(
-    box,
+  const path = await writeScript(
+    join(box.root, 'bin'),
     name,
     `touch ${started}\n` +
       `while [ ! -e ${release} ] && [ -d ${box.root} ]; do sleep 0.05; done\n`,
@@ -89,17 +81,6 @@ function processesHolding(text: string): { pid: number; where: string }[] {
   return found;
 }
 
-async function filesHolding(dir: string, text: string): Promise<string[]> {
-  const found: string[] = [];
-  for (const entry of await readdir(dir, { recursive: true })) {
-    const path = join(dir, entry);
-    if ((await stat(path)).isFile() && (await readFile(path)).includes(text)) {
-      found.push(path);
-    }
-  }
-  return found;
-}
-
 function startCli(env: Record<string, string>) {
   const child = spawn(CLI_PATH, ['run', 'app'], { env, cwd: '/', stdio: 'ignore' });
   const stop = () => void child.kill('SIGKILL');
@@ -111,10 +92,6 @@ function startCli(env: Record<string, string>) {
     }),
   );
   return { pid: child.pid!, done };
-}
-
-function lines(text: string): string[] {
-  return text.split('\n').filter(Boolean);
 }
 
 describe('the key in processes', () => {
