@@ -173,7 +173,9 @@ async function noteOutcome(
     if (state.failure) {
       const runs = state.failure.count;
       const message = `recovered after ${runs} failed run${runs === 1 ? '' : 's'}`;
-      reporter.out(`${instance.name}: ${message}`);
+      // A change gets one line: its own, with the recovery at the end.
+      if (outcome.kind === 'applied') outcome.recovered = message;
+      else reporter.out(`${instance.name}: ${message}`);
       await logEvent(dir, 'recovered', message);
       delete state.failure;
       delete state.lastError;
@@ -232,7 +234,10 @@ function finish(
     case 'applied': {
       const tag = outcome.etag ?? '(no ETag)';
       const reloaded = outcome.reloaded ? ', reloaded' : '';
-      reporter.out(`${name}: applied ${tag} (${outcome.bytes} bytes)${reloaded}`);
+      const recovered = outcome.recovered ? `; ${outcome.recovered}` : '';
+      reporter.out(
+        `${name}: applied ${tag} (${outcome.bytes} bytes)${reloaded}${recovered}`,
+      );
       break;
     }
     case 'would change':

@@ -4,7 +4,14 @@ import { EXIT, type ExitCode } from './exit-codes.js';
 /** What one run did; the exit code, the output and the state derive from it. */
 export type Outcome =
   | { kind: 'unchanged' }
-  | { kind: 'applied'; etag: string | undefined; bytes: number; reloaded: boolean }
+  | {
+      kind: 'applied';
+      etag: string | undefined;
+      bytes: number;
+      reloaded: boolean;
+      /** "recovered after N failed runs", when this change ended a failure. */
+      recovered?: string;
+    }
   | { kind: 'would change'; diff: string }
   | { kind: 'rejected'; error: PullError; key: string }
   | { kind: 'failed'; error: PullError; step: string }

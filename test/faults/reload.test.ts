@@ -263,8 +263,8 @@ describe('a reload that lies', () => {
 
       expect(result.code, result.stderr).toBe(0);
       expect(result.stdout).toBe(
-        'app: recovered after 1 failed run\n' +
-          `app: applied ${weakTag(V2)} (${V2.length} bytes), reloaded\n`,
+        `app: applied ${weakTag(V2)} (${V2.length} bytes), reloaded; ` +
+          'recovered after 1 failed run\n',
       );
       expect((await readState(site)).etag).toBe(weakTag(V2));
     });
