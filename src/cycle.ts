@@ -2,7 +2,13 @@ import { chmod, mkdir } from 'node:fs/promises';
 import { PullError } from './errors.js';
 import { EXIT, type ExitCode } from './exit-codes.js';
 import { logEvent } from './events.js';
-import { legacyInstance, loadInstance, type Instance } from './instances.js';
+import {
+  legacyInstance,
+  loadInstance,
+  NAME,
+  type Instance,
+  type InstanceLabel,
+} from './instances.js';
 import { tryLock, waitLock } from './lock.js';
 import { exitCodeOf, type Outcome } from './outcome.js';
 import { preview, pull, type PullContext, type PullMode } from './pull.js';
@@ -27,7 +33,17 @@ export interface CycleOptions {
 export async function runCycle(options: CycleOptions): Promise<ExitCode> {
   const { reporter, paths } = options;
   const mode = options.mode ?? {};
-  const { instance, site } = await prepare(options);
+  const prepared = await prepareRun(options).catch((error: unknown) => {
+    if (error instanceof PullError && !mode.dryRun && isRecordable(options.name, error)) {
+      return error;
+    }
+    if (error instanceof PullError)
+      error.message = `${options.name ?? 'legacy'}: ${error.message}`;
+    throw error;
+  });
+  if (prepared instanceof PullError)
+    return failBeforeStart(options, options.name!, prepared);
+  const { instance, site } = prepared;
   const dir = instanceDir(paths.stateDir, instance.stateKey);
 
   // Cron runs give way at once; a person at a terminal waits a little.
@@ -67,14 +83,69 @@ export async function runCycle(options: CycleOptions): Promise<ExitCode> {
   }
 }
 
-/** Reads the settings and the instance; errors name the instance. */
-export async function prepare(options: {
+interface PrepareOptions {
   name: string | undefined;
   paths: Paths;
   env: NodeJS.ProcessEnv;
   secrets: string[];
-}): Promise<{ instance: Instance; site: Site }> {
+}
+
+/** Reads the settings and the instance; errors name the instance. */
+export async function prepare(
+  options: PrepareOptions,
+): Promise<{ instance: Instance; site: Site }> {
   try {
+    return await prepareRun(options);
+  } catch (error) {
+    if (error instanceof PullError) {
+      error.message = `${options.name ?? 'legacy'}: ${error.message}`;
+    }
+    throw error;
+  }
+}
+
+/**
+ * A broken setting of a named instance fails every run until it is fixed:
+ * it is recorded like any failure, so that it is reported once, not every
+ * minute, and so that status and monitoring see it.
+ */
+function isRecordable(name: string | undefined, error: PullError): boolean {
+  const broken = error.exitCode === EXIT.config || error.exitCode === EXIT.ioError;
+  return (
+    name !== undefined && NAME.test(name) && broken && error.code !== 'unknown-instance'
+  );
+}
+
+async function failBeforeStart(
+  options: CycleOptions,
+  name: string,
+  error: PullError,
+): Promise<ExitCode> {
+  const { paths, reporter } = options;
+  const stub = { name, stateKey: name, confFile: '', urls: [] };
+  const outcome: Outcome = { kind: 'failed', error, step: 'settings' };
+  error.message = redactSecrets(error.message, options.secrets);
+
+  const dir = instanceDir(paths.stateDir, name);
+  const attempt = await tryLock(paths.stateDir, name).catch(() => undefined);
+  if (attempt && !('lock' in attempt))
+    return finish(reporter, stub, { kind: 'busy', holder: attempt.holder }, options);
+  try {
+    const state = await readState(dir);
+    const before = JSON.stringify(state);
+    await noteOutcome(reporter, stub, state, outcome, dir);
+    await ensureDir(dir).catch(() => undefined);
+    await saveState(options, stub, state, before, outcome);
+    return finish(reporter, stub, outcome, options);
+  } finally {
+    if (attempt && 'lock' in attempt) await attempt.lock.release();
+  }
+}
+
+async function prepareRun(
+  options: PrepareOptions,
+): Promise<{ instance: Instance; site: Site }> {
+  {
     const site = await readSite(options.paths, options.env);
     if (site.apiKey) options.secrets.push(site.apiKey);
     const instance = options.name
@@ -88,10 +159,6 @@ export async function prepare(options: {
     if (created) await chmod(options.paths.stateDir, 0o755);
     await ensureDir(instanceDir(options.paths.stateDir, instance.stateKey));
     return { instance, site };
-  } catch (error) {
-    if (error instanceof PullError)
-      error.message = `${options.name ?? 'legacy'}: ${error.message}`;
-    throw error;
   }
 }
 
@@ -136,7 +203,7 @@ function pullContext(
  */
 async function noteOutcome(
   reporter: Reporter,
-  instance: Instance,
+  instance: InstanceLabel,
   state: State,
   outcome: Outcome,
   dir: string,
@@ -158,7 +225,7 @@ async function noteOutcome(
       state.retryAfter = outcome.error.retryAfter.toISOString();
 
     if (!same) await logEvent(dir, outcome.kind, oneLine(outcome.error));
-    if (!same || reporter.interactive) {
+    if (!same || reporter.interactive || reporter.verbose) {
       const step = outcome.kind === 'failed' ? outcome.step : 'validate';
       reporter.err(`${instance.name}: ${step}: ${outcome.error.message}`);
       const detail = outcome.error.detail;
@@ -198,7 +265,7 @@ function oneLine(error: PullError): string {
 
 async function saveState(
   options: CycleOptions,
-  instance: Instance,
+  instance: InstanceLabel,
   state: State,
   before: string,
   outcome: Outcome,
@@ -225,7 +292,7 @@ async function saveState(
 
 function finish(
   reporter: Reporter,
-  instance: Instance,
+  instance: InstanceLabel,
   outcome: Outcome,
   options: CycleOptions,
 ): ExitCode {

@@ -27,6 +27,9 @@ export interface Instance {
   notFoundHint: string | undefined;
 }
 
+/** What reports and summaries need of an instance, even one that failed to load. */
+export type InstanceLabel = Pick<Instance, 'name' | 'stateKey' | 'confFile' | 'urls'>;
+
 type Definition = Record<string, string>;
 
 const BUILT_INS: Record<string, Definition> = {
@@ -97,9 +100,11 @@ export async function loadInstance(
   const entries = await readEnvFile(file);
   const builtIn = BUILT_INS[name];
   if (!builtIn && entries.size === 0) {
-    throw configError(
-      `unknown instance "${name}": no built-in and no ${file}`,
-      'unknown-instance',
+    // Also what a mistyped command becomes, since `pull-config NAME` runs NAME.
+    throw new PullError(
+      `unknown instance "${name}": no built-in and no ${file} ` +
+        '(pull-config --help lists the commands)',
+      { code: 'unknown-instance', exitCode: EXIT.usage },
     );
   }
 

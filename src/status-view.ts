@@ -80,9 +80,13 @@ export function checkStatus(
   named: boolean,
   maxAgeMs: number,
 ): { code: 0 | 1 | 2 | 3; line: string } {
+  // A shim that exists but that run-parts skips or cannot run is a mistake
+  // to report, not an instance to forget; a removed shim is a decision.
+  const broken = (item: InstanceStatus) =>
+    item.lastCheck !== undefined && item.shim !== 'ok' && item.shim !== 'missing';
   const considered = named
     ? report.instances
-    : report.instances.filter((item) => item.active);
+    : report.instances.filter((item) => item.active || broken(item));
   if (considered.length === 0) {
     return {
       code: 3,
@@ -95,7 +99,11 @@ export function checkStatus(
   for (const item of considered) {
     const fresh =
       item.lastSuccess && Date.now() - Date.parse(item.lastSuccess) <= maxAgeMs;
-    if (item.disabled) warning.push(`${item.name} disabled: ${item.disabled.reason}`);
+    if (broken(item))
+      critical.push(`${item.name}: cron no longer runs it (shim ${item.shim})`);
+    else if (item.settingsError) critical.push(`${item.name}: ${item.settingsError}`);
+    else if (item.disabled)
+      warning.push(`${item.name} disabled: ${item.disabled.reason}`);
     else if (item.result === 'rejected' || item.result === 'failed') {
       critical.push(`${item.name} ${item.result}: ${item.lastError ?? 'no detail'}`);
     } else if (!fresh) {

@@ -28,6 +28,8 @@ export interface InstanceStatus {
   drift: 'none' | 'drifted' | 'unknown';
   disabled: State['disabled'] | undefined;
   rejected: { etag: string | undefined; at: string; message: string } | undefined;
+  /** Why the instance's settings do not load, if they do not. */
+  settingsError: string | undefined;
   problems: string[];
 }
 
@@ -81,12 +83,14 @@ async function statusOf(
   stateReadable: boolean,
 ): Promise<InstanceStatus> {
   const problems: string[] = [];
+  let settingsError: string | undefined;
   let instance: Instance | undefined;
   try {
     if (site instanceof Error) throw site;
     instance = await loadInstance(name, paths, site);
   } catch (error) {
-    problems.push(error instanceof PullError ? error.message : String(error));
+    settingsError = error instanceof PullError ? error.message : String(error);
+    problems.push(settingsError);
   }
 
   const shimState = shim ?? 'missing';
@@ -122,6 +126,7 @@ async function statusOf(
       at: rejected.at,
       message: rejected.message,
     },
+    settingsError,
     problems,
   };
 }

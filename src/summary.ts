@@ -1,7 +1,7 @@
 import { chmod, mkdir, readFile, readdir, rm, stat, utimes } from 'node:fs/promises';
 import { join } from 'node:path';
 import { describe } from './fetch.js';
-import type { Instance } from './instances.js';
+import type { InstanceLabel } from './instances.js';
 import { writeAtomic, type State } from './state.js';
 
 /**
@@ -33,7 +33,7 @@ export function summaryDir(stateDir: string): string {
 /** Records the run; `success` moves the last-successful-check time to now. */
 export async function updateSummary(
   stateDir: string,
-  instance: Instance,
+  instance: InstanceLabel,
   state: State,
   /** `checked`: false for admin commands, which change state but check nothing. */
   options: { success: boolean; stateChanged: boolean; checked?: boolean },
@@ -48,11 +48,15 @@ export async function updateSummary(
     return;
   }
 
+  const earlier = instance.confFile
+    ? undefined
+    : await readSummary(stateDir, instance.stateKey);
   const summary: Summary = {
     name: instance.name,
     stateKey: instance.stateKey,
-    target: instance.confFile,
-    url: instance.urls[0] ? describe(new URL(instance.urls[0])) : '',
+    // An instance whose settings do not load keeps what was last known.
+    target: instance.confFile || (earlier?.target ?? ''),
+    url: instance.urls[0] ? describe(new URL(instance.urls[0])) : (earlier?.url ?? ''),
     result: state.lastResult,
     lastAttemptAt:
       options.checked === false

@@ -526,7 +526,8 @@ describe('the environment file', () => {
       situation: 'SITE_ID holds a slash',
       text: (site: Site) =>
         `SITE_ID=lab/1\nMANAGER_URL=${site.manager.url}\nAPI_KEY=${KEY}\n`,
-      cause: /^app: SITE_ID in .*environment:1 does not fit in a URL path segment$/,
+      cause:
+        /^app: settings: SITE_ID in .*environment:1 does not fit in a URL path segment /,
     },
   ];
 

@@ -1,5 +1,5 @@
 import { readFileSync } from 'node:fs';
-import { chmod, utimes, writeFile } from 'node:fs/promises';
+import { chmod, rm, utimes, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { CLI_PATH } from '../helpers/cli.js';
@@ -26,6 +26,7 @@ const FIELDS = [
   'problems',
   'result',
   'rejected',
+  'settingsError',
   'shim',
   'target',
   'url',
@@ -384,8 +385,23 @@ const CHECKS: CheckCase[] = [
     line: /^PULL-CONFIG CRITICAL - app has not checked/,
   },
   {
-    when: 'no shim is executable, so no instance is active',
+    when: 'the shim of an instance that ran is no longer executable',
     setup: (ops) => chmod(join(ops.box.shimDir, 'app'), 0o644),
+    args: [],
+    code: 2,
+    line: /^PULL-CONFIG CRITICAL - app: cron no longer runs it \(shim not executable\); 0 of 1 OK$/,
+  },
+  {
+    when: 'a definition file of an active instance no longer loads',
+    setup: (ops) =>
+      writeFile(join(ops.box.instancesDir, 'app.env'), 'CONF_URL=/x\nTEST_COMAND=true\n'),
+    args: [],
+    code: 2,
+    line: /^PULL-CONFIG CRITICAL - app: \S+app\.env:2: unknown key TEST_COMAND; 0 of 1 OK$/,
+  },
+  {
+    when: 'no shim is left, so no instance is active',
+    setup: (ops) => rm(join(ops.box.shimDir, 'app')),
     args: [],
     code: 3,
     line: /^PULL-CONFIG UNKNOWN - no active instance/,
