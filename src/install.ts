@@ -1,11 +1,12 @@
 import { createHash } from 'node:crypto';
+import { join } from 'node:path';
 import { usesCandidate } from './command.js';
 import { PullError } from './errors.js';
 import { removeFile, replaceFile, stageFile, writeConfig } from './files.js';
 import type { Instance } from './instances.js';
 import { beginApply, endApply } from './journal.js';
 import { reload, validate, type ServiceContext } from './service.js';
-import { writeState, type State } from './state.js';
+import { writeAtomic, writeState, type State } from './state.js';
 import { keepVersion } from './versions.js';
 
 export interface InstallContext extends ServiceContext {
@@ -41,12 +42,22 @@ export async function install(
     startedAt: new Date().toISOString(),
   };
 
+  // A refused config is kept for the admin to read, and the validator's
+  // message names that copy: the live file still holds the old one.
+  const keptAs = join(dir, 'rejected.conf');
+  const keepRejected = async (error: unknown): Promise<never> => {
+    if (error instanceof PullError && error.code === 'rejected') {
+      await writeAtomic(keptAs, content).catch(() => undefined);
+    }
+    throw error;
+  };
+
   context.step = 'stage';
   const staged = await stageFile(target, content);
   try {
     if (!instance.test || usesCandidate(instance.test)) {
       context.step = 'validate';
-      await validate(instance, staged, context);
+      await validate(instance, staged, context, keptAs).catch(keepRejected);
       context.step = 'apply';
       await beginApply(dir, pending, live);
       await replaceFile(staged, target);
@@ -59,10 +70,10 @@ export async function install(
       await replaceFile(staged, target);
       context.debug?.(`${target} replaced (${content.length} bytes)`);
       context.step = 'validate';
-      await validate(instance, target, context).catch(async (error: unknown) => {
+      await validate(instance, target, context, keptAs).catch(async (error: unknown) => {
         await restore(target, live);
         await endApply(dir);
-        throw error;
+        await keepRejected(error);
       });
     }
   } finally {
@@ -87,16 +98,20 @@ async function rollBack(
   error: unknown,
 ) {
   await restore(context.target, live);
+  let outcome = 'previous config restored';
   try {
     await reload(context.instance, live, context, { afterRefusal: true });
   } catch (second) {
     const message = second instanceof Error ? second.message : String(second);
-    if (error instanceof PullError) {
-      error.message += `; the previous config is back but its reload failed too: ${message}`;
-    }
+    const first = error instanceof Error ? error.message : '';
+    // Often the service is simply down, and both reloads fail alike.
+    outcome +=
+      message === first
+        ? '; its reload failed the same way: is the service running?'
+        : `; its reload failed too: ${message}`;
   }
   await endApply(context.dir);
-  if (error instanceof PullError) error.message += ' (previous config restored)';
+  if (error instanceof PullError) error.message += ` (${outcome})`;
   throw error;
 }
 

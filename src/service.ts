@@ -19,6 +19,8 @@ export async function validate(
   instance: Instance,
   path: string,
   context: ServiceContext,
+  /** The name the validator's messages should give the file it checked. */
+  shownAs = instance.confFile,
 ): Promise<void> {
   if (!instance.test) return;
   const argv = withCandidate(instance.test, path);
@@ -42,11 +44,11 @@ export async function validate(
   }
   const words = keyLine(result.output) ?? result.failure;
   throw new PullError(
-    `the validator rejected the config: ${words.replaceAll(path, instance.confFile)}`,
+    `the validator rejected the config: ${words.replaceAll(path, shownAs)}`,
     {
       code: 'rejected',
       exitCode: EXIT.rejected,
-      detail: result.output.replaceAll(path, instance.confFile),
+      detail: result.output.replaceAll(path, shownAs),
     },
   );
 }

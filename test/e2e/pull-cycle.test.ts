@@ -306,7 +306,10 @@ describe('the real nginx -t as validator', () => {
       /^nginx: validate: the validator rejected the config: /,
     );
     expect(result.stderr).toMatch(/\[emerg\] unknown directive "bogus_directive" in /);
-    expect(result.stderr).toMatch(new RegExp(` in ${world.target}:\\d+\n$`));
+    // Named as the copy kept for the admin: the live file still holds the old config.
+    const kept = join(world.box.stateDir, 'nginx', 'rejected.conf');
+    expect(result.stderr).toMatch(new RegExp(` in ${kept}:\\d+\n$`));
+    expect(await readFile(kept, 'utf8')).toBe(bad);
     expect(await readFile(world.target, 'utf8')).toBe(good);
     expect(await identity(world.target)).toEqual(before);
     expect(await world.reloads()).toHaveLength(1);
