@@ -67,6 +67,8 @@ export async function enable(context: AdminContext, by: string): Promise<boolean
   return withState(context, async (state, dir) => {
     if (!state.disabled) return false;
     delete state.disabled;
+    // Until the next run says more, what status can tell is this.
+    state.lastResult = 'enabled';
     await logEvent(dir, 'enabled', `by ${by}`);
     return true;
   });

@@ -80,12 +80,9 @@ function program(secrets: string[], setExit: (code: number) => void): Command {
     .option('--detailed-exitcodes', 'exit 2 when a change was applied')
     .addHelpText('after', example('pull-config run nginx --dry-run'))
     .action(async (name: string | undefined, options) => {
-      if (!name && !(env.CONF_FILE && env.CONF_URL)) {
-        throw new PullError('run needs an instance name (or CONF_FILE and CONF_URL)', {
-          code: 'usage',
-          exitCode: EXIT.usage,
-        });
-      }
+      // Without a name or the legacy variables there is nothing to run: show
+      // a newcomer what there is, as a usage error.
+      if (!name && !(env.CONF_FILE && env.CONF_URL)) cli.help({ error: true });
       const { runCycle } = await import('./cycle.js');
       const code = await runCycle({
         name,

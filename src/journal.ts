@@ -23,8 +23,14 @@ export async function beginApply(
   pending: Pending,
   old: Buffer | undefined,
 ): Promise<void> {
-  if (old) await writeAtomic(join(dir, OLD_COPY), old);
-  await writeAtomic(join(dir, RECORD), JSON.stringify(pending) + '\n');
+  try {
+    if (old) await writeAtomic(join(dir, OLD_COPY), old);
+    await writeAtomic(join(dir, RECORD), JSON.stringify(pending) + '\n');
+  } catch (error) {
+    // A half-begun journal must not hold space on a disk that is full.
+    await endApply(dir);
+    throw error;
+  }
 }
 
 /** The interrupted apply, and the copy of the file it replaced. */

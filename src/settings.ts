@@ -42,7 +42,10 @@ export async function readSite(paths: Paths, env: NodeJS.ProcessEnv): Promise<Si
 
   const siteId = pick('SITE_ID');
   if (siteId.value !== undefined && !SEGMENT.test(siteId.value)) {
-    throw configError(`SITE_ID in ${siteId.origin} does not fit in a URL path segment`);
+    throw configError(
+      `SITE_ID in ${siteId.origin} does not fit in a URL path segment ` +
+        '(letters, digits, . _ ~ - only)',
+    );
   }
 
   const manager = pick('MANAGER_URL');
@@ -90,7 +93,9 @@ export function parseManagerUrls(text: string, origin: string): string[] {
       try {
         url = new URL(base);
       } catch {
-        throw configError(`MANAGER_URL in ${origin} is not a URL`);
+        throw configError(
+          `MANAGER_URL in ${origin} is not a URL (expected https://host[:port][/prefix])`,
+        );
       }
       if (url.protocol !== 'http:' && url.protocol !== 'https:') {
         throw configError(`MANAGER_URL in ${origin} must start with http:// or https://`);

@@ -3,7 +3,13 @@ import { join } from 'node:path';
 import { ioError } from './errors.js';
 
 export type Result =
-  'unchanged' | 'applied' | 'rejected' | 'failed' | 'disabled' | 'rolled back';
+  | 'unchanged'
+  | 'applied'
+  | 'rejected'
+  | 'failed'
+  | 'disabled'
+  | 'enabled'
+  | 'rolled back';
 
 export interface Version {
   file: string;

@@ -13,25 +13,55 @@ export interface Tunables {
   keepVersions: number;
 }
 
+interface Kind {
+  parse: (text: string) => number | boolean | undefined;
+  /** Said when a value does not parse: what a valid one looks like. */
+  expects: string;
+}
+
 interface Spec {
   key: string;
   field: keyof Tunables;
   fallback: string;
-  parse: (text: string) => number | boolean | undefined;
-  meaning: string;
+  kind: Kind;
 }
 
-const seconds = (text: string) =>
+const milliseconds = (text: string) =>
   /^\d+(\.\d+)?$/.test(text) ? Math.round(Number(text) * 1000) : undefined;
-const count = (text: string) => (/^\d+$/.test(text) ? Number(text) : undefined);
-const yesNo = (text: string) =>
-  /^(yes|true|1)$/i.test(text) ? true : /^(no|false|0)$/i.test(text) ? false : undefined;
-const size = (text: string) => {
-  const match = /^(\d+)([KMG]?)$/i.exec(text);
-  if (!match) return undefined;
-  const unit =
-    { '': 1, K: 1024, M: 1024 ** 2, G: 1024 ** 3 }[match[2]!.toUpperCase()] ?? 1;
-  return Number(match[1]) * unit;
+
+const seconds: Kind = {
+  parse: (text) => {
+    const value = milliseconds(text);
+    return value ? value : undefined;
+  },
+  expects: 'a number of seconds above 0, such as 10 or 2.5',
+};
+const secondsOrZero: Kind = {
+  parse: milliseconds,
+  expects: 'a number of seconds, such as 600 (0: never)',
+};
+const count: Kind = {
+  parse: (text) => (/^\d+$/.test(text) && Number(text) > 0 ? Number(text) : undefined),
+  expects: 'a whole number above 0, such as 5',
+};
+const yesNo: Kind = {
+  parse: (text) =>
+    /^(yes|true|1)$/i.test(text)
+      ? true
+      : /^(no|false|0)$/i.test(text)
+        ? false
+        : undefined,
+  expects: 'yes or no',
+};
+const size: Kind = {
+  parse: (text) => {
+    const match = /^(\d+)([KMG]?)$/i.exec(text);
+    if (!match || Number(match[1]) === 0) return undefined;
+    const unit =
+      { '': 1, K: 1024, M: 1024 ** 2, G: 1024 ** 3 }[match[2]!.toUpperCase()] ?? 1;
+    return Number(match[1]) * unit;
+  },
+  expects: 'a size in bytes, or with K, M or G, such as 16M',
 };
 
 // The defaults keep one instance's worst case near 20 s, so a run-parts pass
@@ -41,57 +71,49 @@ export const TUNABLES: Spec[] = [
     key: 'CONNECT_TIMEOUT',
     field: 'connectTimeoutMs',
     fallback: '5',
-    parse: seconds,
-    meaning: 'seconds to wait for a connection to a manager',
+    kind: seconds,
   },
   {
     key: 'FETCH_TIMEOUT',
     field: 'fetchTimeoutMs',
     fallback: '10',
-    parse: seconds,
-    meaning: 'seconds for one whole request to a manager, body included',
+    kind: seconds,
   },
   {
     key: 'MAX_SIZE',
     field: 'maxBytes',
     fallback: '16M',
-    parse: size,
-    meaning: 'largest config accepted, after decompression (K, M, G suffixes)',
+    kind: size,
   },
   {
     key: 'ALLOW_EMPTY',
     field: 'allowEmpty',
     fallback: 'no',
-    parse: yesNo,
-    meaning: 'accept an empty or blank config (a DHCP host list, say)',
+    kind: yesNo,
   },
   {
     key: 'REJECT_TTL',
     field: 'rejectTtlMs',
     fallback: '600',
-    parse: seconds,
-    meaning: 'seconds before a rejected config is downloaded and tested again',
+    kind: secondsOrZero,
   },
   {
     key: 'TEST_TIMEOUT',
     field: 'testTimeoutMs',
     fallback: '10',
-    parse: seconds,
-    meaning: 'seconds the validator may run before it is killed',
+    kind: seconds,
   },
   {
     key: 'RELOAD_TIMEOUT',
     field: 'reloadTimeoutMs',
     fallback: '10',
-    parse: seconds,
-    meaning: 'seconds for the reload and its verification',
+    kind: seconds,
   },
   {
     key: 'KEEP_VERSIONS',
     field: 'keepVersions',
     fallback: '5',
-    parse: count,
-    meaning: 'applied versions kept for rollback',
+    kind: count,
   },
 ];
 
@@ -106,11 +128,10 @@ export function resolveTunables(
   for (const spec of TUNABLES) {
     const layer = layers.find(({ entries }) => entries.has(spec.key));
     const entry = layer?.entries.get(spec.key);
-    const value = spec.parse(entry?.value ?? spec.fallback);
+    const value = spec.kind.parse(entry?.value ?? spec.fallback);
     if (value === undefined) {
-      throw configError(
-        `${layer?.file}:${entry?.line}: ${spec.key} has an invalid value`,
-      );
+      const where = `${layer?.file}:${entry?.line}`;
+      throw configError(`${where}: ${spec.key} must be ${spec.kind.expects}`);
     }
     result[spec.field] = value;
   }
