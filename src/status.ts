@@ -89,8 +89,12 @@ async function statusOf(
     if (site instanceof Error) throw site;
     instance = await loadInstance(name, paths, site);
   } catch (error) {
-    settingsError = error instanceof PullError ? error.message : String(error);
-    problems.push(settingsError);
+    // Monitoring that may not read root's settings still has the summaries.
+    const unreadable = error instanceof PullError && error.code === 'io-EACCES';
+    if (!unreadable) {
+      settingsError = error instanceof PullError ? error.message : String(error);
+      problems.push(settingsError);
+    }
   }
 
   const shimState = shim ?? 'missing';

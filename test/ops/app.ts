@@ -1,9 +1,23 @@
+import { execFileSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { existsSync } from 'node:fs';
-import { chmod, lstat, mkdir, readdir, readFile, rm, writeFile } from 'node:fs/promises';
-import { join, relative } from 'node:path';
+import { existsSync, rmdirSync } from 'node:fs';
+import {
+  chmod,
+  lstat,
+  mkdir,
+  mkdtemp,
+  readdir,
+  readFile,
+  realpath,
+  rm,
+  rmdir,
+  writeFile,
+} from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { dirname, join, relative } from 'node:path';
+import { track } from '../helpers/cleanup.js';
 import { CLI_PATH, runCli, runParts, type CommandResult } from '../helpers/cli.js';
-import { runCommand } from '../helpers/command.js';
+import { runChecked, runCommand } from '../helpers/command.js';
 import { startManager, type Manager } from '../helpers/manager.js';
 import { makeSandbox, type Sandbox } from '../helpers/sandbox.js';
 
@@ -108,9 +122,20 @@ fi`,
       // Monitoring reads from outside the private temp tree.
       await chmod(box.root, 0o755);
       const setpriv = ['--reuid=nobody', '--regid=nogroup', '--clear-groups'];
-      return runCommand('/usr/bin/setpriv', [...setpriv, CLI_PATH, ...args], {
+      const cli = await cliForNobody();
+      const result = await runCommand('/usr/bin/setpriv', [...setpriv, cli, ...args], {
         env: { ...env, ...extra },
       });
+
+      // Every command nobody runs here reports on stdout: nothing there means it
+      // could not run at all, and only stderr says why.
+      if (result.stdout === '') {
+        const why = result.stderr.trim() || '(nothing on stderr)';
+        throw new Error(
+          `pull-config ${args.join(' ')} as nobody exited ${result.code}: ${why}`,
+        );
+      }
+      return result;
     },
     validations: () => count('validations'),
     reloads: () => count('reloads'),
@@ -124,6 +149,51 @@ fi`,
     },
     snapshot: () => snapshotTree(box.stateDir),
   };
+}
+
+let nobodyCli: Promise<string> | undefined;
+
+// The CLI as nobody can reach it. A clone may sit under a directory nobody
+// cannot traverse (/root, a 0700 temp dir), so the repository is bound
+// read-only onto a directory anyone can enter; the binding lasts one test.
+function cliForNobody(): Promise<string> {
+  nobodyCli ??= bindRepository().catch((error: unknown) => {
+    nobodyCli = undefined;
+    throw error;
+  });
+  return nobodyCli;
+}
+
+async function bindRepository(): Promise<string> {
+  const repository = dirname(dirname(await realpath(CLI_PATH)));
+  const mountPoint = await mkdtemp(join(tmpdir(), 'pull-config-repo-'));
+  await chmod(mountPoint, 0o755);
+  const system = { PATH: '/usr/sbin:/usr/bin:/bin' };
+
+  // Registered before mounting, so a failure halfway is undone too. Only
+  // rmdir: should the unmount fail, the repository must not be deleted.
+  let mounted = false;
+  const untrack = track({
+    stop: async () => {
+      untrack();
+      nobodyCli = undefined;
+      if (mounted) await runChecked('/usr/bin/umount', [mountPoint], system);
+      mounted = false;
+      await rmdir(mountPoint);
+    },
+    stopNow: () => {
+      if (mounted) execFileSync('/usr/bin/umount', [mountPoint], { env: system });
+      rmdirSync(mountPoint);
+    },
+  });
+
+  await runChecked(
+    '/usr/bin/mount',
+    ['--bind', '-o', 'ro', repository, mountPoint],
+    system,
+  );
+  mounted = true;
+  return join(mountPoint, 'bin', 'pull-config');
 }
 
 /** True once the slow validator has started, that is the run holds its lock. */

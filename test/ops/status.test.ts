@@ -620,6 +620,27 @@ describe('help and version', () => {
     expect(result.stdout).toMatch(/\nExample:\n {2}pull-config \S/);
   });
 
+  it('when run with no command and no legacy settings then it shows the help as a usage error', async () => {
+    const ops = await startOps();
+
+    const result = await ops.run([]);
+
+    expect(result.code).toBe(64);
+    expect(result.stdout).toBe('');
+    expect(result.stderr).toMatch(/^Usage: pull-config /);
+  });
+
+  it('when a command is mistyped then it is an unknown instance and a usage error', async () => {
+    const ops = await startOps();
+
+    const result = await ops.run(['stauts']);
+
+    expect(result.code).toBe(64);
+    expect(result.stderr).toMatch(
+      /^stauts: unknown instance "stauts": .*pull-config --help/,
+    );
+  });
+
   it('when asked for --version then it prints the package version', async () => {
     const ops = await startOps();
     const url = new URL('../../package.json', import.meta.url);

@@ -103,7 +103,22 @@ describe('definition files', () => {
     ['CONF_URL=/x\nCONF_FILE=etc/x\n', /CONF_FILE .* must be an absolute path/],
     ['CONF_URL=x\nCONF_FILE=/etc/x\n', /CONF_URL .* must be an http\(s\) URL or a path/],
     ['CONF_URL=/${NOPE}\nCONF_FILE=/etc/x\n', /unknown variable \$\{NOPE\}/],
-    ['CONF_URL=/x\nCONF_FILE=/etc/x\nFETCH_TIMEOUT=soon\n', /x\.env:3: FETCH_TIMEOUT/],
+    [
+      'CONF_URL=/x\nCONF_FILE=/etc/x\nFETCH_TIMEOUT=soon\n',
+      /x\.env:3: FETCH_TIMEOUT must be a number of seconds above 0, such as 10/,
+    ],
+    [
+      'CONF_URL=/x\nCONF_FILE=/etc/x\nCONNECT_TIMEOUT=0\n',
+      /x\.env:3: CONNECT_TIMEOUT must be/,
+    ],
+    [
+      'CONF_URL=/x\nCONF_FILE=/etc/x\nMAX_SIZE=16MB\n',
+      /MAX_SIZE must be a size .* such as 16M/,
+    ],
+    [
+      'CONF_URL=/x\nCONF_FILE=/etc/x\nALLOW_EMPTY=maybe\n',
+      /ALLOW_EMPTY must be yes or no/,
+    ],
     ['CONF_FILE=/etc/x\n', /CONF_URL is not set/],
   ])('when the file reads %j then the error is %s', async (text, message) => {
     definition('x', text);
@@ -114,7 +129,10 @@ describe('definition files', () => {
   });
 
   it('when an instance has neither built-in nor definition then it is unknown', async () => {
-    await expect(load('nope')).rejects.toThrow(/unknown instance "nope"/);
+    await expect(load('nope')).rejects.toMatchObject({
+      exitCode: 64,
+      message: expect.stringMatching(/unknown instance "nope".*pull-config --help/),
+    });
   });
 
   it('when a name has characters run-parts would skip then it is a usage error', async () => {
