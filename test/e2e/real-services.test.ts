@@ -165,7 +165,7 @@ describe('a real dnsmasq kept in sync by cron', () => {
       stdout: '',
       stderr:
         'dnsmasq: validate: the validator rejected the config: dnsmasq: bad option at line' +
-        ` ${badLine} of ${dnsmasq.confPath}\n` +
+        ` ${badLine} of ${join(site.box.stateDir, 'dnsmasq', 'rejected.conf')}\n` +
         `run-parts: ${join(site.box.shimDir, 'dnsmasq')} exited with return code 65\n`,
     });
     expect(await readFile(dnsmasq.confPath, 'utf8')).toBe(live);

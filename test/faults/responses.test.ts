@@ -465,7 +465,7 @@ describe('a rejected candidate', () => {
       code: 65,
       line: line(
         `app: validate: the validator rejected the config: ` +
-          `dnsmasq: bad option at line 2 of ${site.live}`,
+          `dnsmasq: bad option at line 2 of ${join(site.box.stateDir, 'app', 'rejected.conf')}`,
       ),
     });
     expect(await site.validations()).toBe(2);

@@ -205,7 +205,7 @@ describe('the key in output and state', () => {
     expect(result.code).toBe(78);
     expect(lines(result.stderr)).toEqual([
       expect.stringMatching(
-        /^app: MANAGER_URL in .*environment:2 must not carry credentials/,
+        /^app: settings: MANAGER_URL in .*environment:2 must not carry credentials/,
       ),
     ]);
     expect(`${result.stdout}${result.stderr}`).not.toContain(KEY);

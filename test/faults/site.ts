@@ -151,12 +151,14 @@ export async function expectFailure(
 }
 
 // Candidates beside the live file, and anything in the state directory
-// besides the state, the event log, kept versions and the public summary.
+// besides the state, the event log, kept versions, the copy of a refused
+// config and the public summary.
 export async function strayFiles(site: Site): Promise<string[]> {
   const candidates = (await readdir(dirname(site.live))).filter((name) =>
     name.startsWith(`.${basename(site.live)}.pull-config-`),
   );
-  const kept = /^(app\/(state\.json|events\.log|versions\/[^/]+)|status\/app\.json)$/;
+  const kept =
+    /^(app\/(state\.json|events\.log|rejected\.conf|versions\/[^/]+)|status\/app\.json)$/;
   const state = await listFiles(site.box.stateDir);
   return [...candidates, ...state.filter((path) => !kept.test(path))];
 }
