@@ -158,7 +158,7 @@ describe('statuses', () => {
     [
       'a redirect to a sign-in page elsewhere',
       (m) =>
-        m.misbehave(ROUTE, redirect(303, 'https://sso.example/sign-in?session=T0k3n')),
+        m.misbehave(ROUTE, redirect(303, 'https://sso.example/sign-in?sid=T0k3n')),
       () => 'redirect to https://sso.example/sign-in',
     ],
   ];
