@@ -10,6 +10,8 @@ export interface NginxSnapshot {
 }
 
 /** Finds a top-level directive such as `pid` or `error_log` in nginx.conf. */
+// LIMITATION: a pid or error_log set in an included file is not seen; the
+// watch then assumes Debian's /run/nginx.pid and reads no error log.
 export function topLevelDirective(config: string, name: string): string | undefined {
   let depth = 0;
   for (const rawLine of config.split('\n')) {

@@ -155,6 +155,8 @@ export async function preview(context: PullContext): Promise<Outcome> {
       await removeFile(staged);
     }
   } else if (instance.test) {
+    // LIMITATION: such a validator needs the candidate at the live path, and
+    // a dry run must not touch it, so a dry run cannot validate.
     context.warn(
       undefined,
       'TEST_COMMAND checks the live path only, so a dry run skips it',

@@ -109,6 +109,8 @@ export function parseManagerUrls(text: string, origin: string): string[] {
     });
 }
 
+// LIMITATION: a key file that others can read is used without a warning; a
+// warning on every run would be noise, and settings have no state to keep it.
 async function readApiKey(key: Found, keyFile: Found): Promise<Found> {
   let found = key;
   if (key.value === undefined && keyFile.value !== undefined) {
