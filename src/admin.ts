@@ -11,8 +11,6 @@ import { instanceDir, readState, writeState, type State } from './state.js';
 import { updateSummary } from './summary.js';
 import { readVersion } from './versions.js';
 import { assertReloadable } from './service.js';
-import { rm } from 'node:fs/promises';
-import { join } from 'node:path';
 
 /** Who is acting, for disable reasons: the admin behind sudo if any. */
 export function actor(env: NodeJS.ProcessEnv): string {
@@ -114,26 +112,15 @@ export async function rollback(
       secrets: context.secrets,
       scratchDir: dir,
     };
-    await install(
-      installContext,
-      content,
-      previous.etag,
-      await readLive(target),
-      async () => {
-        state.versions.pop();
-        await rm(join(dir, 'versions', current.file), { force: true });
-        state.etag = previous.etag;
-        state.hash = previous.hash;
-        state.appliedAt = new Date().toISOString();
-        await writeState(dir, state);
-      },
-    );
-
     const reason =
       `rolled back from ${current.etag ?? current.hash.slice(0, 12)} ` +
       `to ${previous.etag ?? previous.hash.slice(0, 12)}; enable to follow the manager again`;
-    state.disabled = { reason, by, at: new Date().toISOString() };
-    state.lastResult = 'rolled back';
+    const disabled = { reason, by, at: new Date().toISOString() };
+    await install(installContext, content, await readLive(target), {
+      kind: 'rollback',
+      etag: previous.etag,
+      disabled,
+    });
     await logEvent(dir, 'rollback', `by ${by}: ${reason}`);
     return previous;
   });

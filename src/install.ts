@@ -4,10 +4,16 @@ import { usesCandidate } from './command.js';
 import { PullError } from './errors.js';
 import { removeFile, replaceFile, stageFile, writeConfig } from './files.js';
 import type { Instance } from './instances.js';
-import { beginApply, endApply } from './journal.js';
+import {
+  beginApply,
+  endApply,
+  markReloaded,
+  type Completion,
+  type Pending,
+} from './journal.js';
 import { reload, validate, type ServiceContext } from './service.js';
 import { writeAtomic, writeState, type State } from './state.js';
-import { keepVersion } from './versions.js';
+import { keepVersion, pruneVersions } from './versions.js';
 
 export interface InstallContext extends ServiceContext {
   instance: Instance;
@@ -30,16 +36,17 @@ export function hashOf(data: Buffer): string {
 export async function install(
   context: InstallContext,
   content: Buffer,
-  etag: string | undefined,
   live: Buffer | undefined,
-  record: (context: InstallContext) => Promise<void> = (c) => commit(c, content, etag),
+  completion: Completion,
 ): Promise<void> {
   const { instance, target, dir } = context;
-  const pending = {
+  const pending: Pending = {
     target,
     oldHash: live && hashOf(live),
     newHash: hashOf(content),
     startedAt: new Date().toISOString(),
+    reloaded: false,
+    completion,
   };
 
   // A refused config is kept for the admin to read, and the validator's
@@ -88,7 +95,8 @@ export async function install(
   }
 
   context.step = 'record';
-  await record(context);
+  await markReloaded(dir, pending);
+  await complete(context, content, completion);
   await endApply(dir);
 }
 
@@ -121,26 +129,39 @@ export async function restore(target: string, old: Buffer | undefined): Promise<
   else await removeFile(target);
 }
 
-async function commit(
+/**
+ * Makes the state say what is now live. Run after a confirmed reload, and
+ * again by the next run if this one died before the journal was closed, so
+ * each kind checks whether it was already done.
+ */
+export async function complete(
   context: InstallContext,
   content: Buffer,
-  etag: string | undefined,
-) {
-  const { state } = context;
-  const appliedAt = new Date().toISOString();
+  completion: Completion,
+): Promise<void> {
+  const { state, dir } = context;
   const hash = hashOf(content);
-  await keepVersion(
-    context.dir,
-    state,
-    { etag, hash, appliedAt, size: content.length },
-    content,
-    context.instance.tunables.keepVersions,
-  );
-  state.etag = etag;
+  if (completion.kind === 'repair') return;
+
+  if (completion.kind === 'rollback') {
+    // The version rolled back from is dropped, so a second rollback goes
+    // one further back; the disable is in the same write.
+    if (state.versions.at(-1)?.hash !== hash) state.versions.pop();
+    state.disabled = completion.disabled;
+    state.lastResult = 'rolled back';
+  } else if (state.hash !== hash || state.etag !== completion.etag) {
+    const entry = { etag: completion.etag, hash, appliedAt: now(), size: content.length };
+    await keepVersion(dir, state, entry, content, context.instance.tunables.keepVersions);
+  }
+
+  state.etag = completion.etag;
   state.hash = hash;
-  state.appliedAt = appliedAt;
+  state.appliedAt = now();
   delete state.rejected;
   // Durable before the journal goes: else the next run would take the new
   // file for a hand edit.
-  await writeState(context.dir, state);
+  await writeState(dir, state);
+  await pruneVersions(dir, state);
 }
+
+const now = () => new Date().toISOString();

@@ -1,6 +1,7 @@
 import { join } from 'node:path';
 import { PullError } from './errors.js';
-import { fetchConfig, type Fetched } from './fetch.js';
+import { EXIT } from './exit-codes.js';
+import { describe, fetchConfig, type Fetched } from './fetch.js';
 import { usesCandidate } from './command.js';
 import {
   readLive,
@@ -9,13 +10,13 @@ import {
   removeStaleCandidates,
   stageFile,
 } from './files.js';
-import { hashOf, install, restore, type InstallContext } from './install.js';
+import { complete, hashOf, install, restore, type InstallContext } from './install.js';
 import { endApply, readPending } from './journal.js';
 import type { Outcome } from './outcome.js';
 import { screenBody } from './screen.js';
 import { assertReloadable, reload, validate } from './service.js';
 import { ensureDir, sweepStateDir, writeAtomic } from './state.js';
-import { readVersion } from './versions.js';
+import { pruneVersions, readVersion } from './versions.js';
 
 export interface PullMode {
   /** Fetch and validate, show the diff, change nothing. */
@@ -42,7 +43,8 @@ export async function pull(context: PullContext): Promise<Outcome> {
   context.target = await realTarget(instance.confFile);
   await recoverInterrupted(context);
   await removeStaleCandidates(context.target);
-  await sweepStateDir(context.dir, state);
+  await sweepStateDir(context.dir);
+  await pruneVersions(context.dir, state);
 
   if (state.disabled) return { kind: 'disabled', ...state.disabled };
   if (!mode.force && state.retryAfter && Date.parse(state.retryAfter) > Date.now()) {
@@ -50,7 +52,16 @@ export async function pull(context: PullContext): Promise<Outcome> {
   }
 
   context.step = 'drift';
-  await repairDrift(context);
+  await repairDrift(context).catch((error: unknown) => {
+    // The kept copy may no longer pass (a certificate gone, say): the
+    // manager may already have the fix, so go and ask it.
+    if (!(error instanceof PullError)) throw error;
+    context.warn(
+      undefined,
+      `cannot put back the applied version: ${error.message}`,
+      'drift',
+    );
+  });
 
   context.step = 'fetch';
   const live = await readLive(context.target);
@@ -66,7 +77,7 @@ export async function pull(context: PullContext): Promise<Outcome> {
   if (!fetched.etag) {
     context.warn(
       'no-etag',
-      `${fetched.url} sends no ETag, so every run downloads the config`,
+      `${describe(new URL(fetched.url))} sends no ETag, so every run downloads the config`,
     );
   }
   if (live?.equals(fetched.body)) return adopt(context, fetched);
@@ -79,7 +90,7 @@ export async function pull(context: PullContext): Promise<Outcome> {
   context.step = 'reload';
   assertReloadable(instance);
   try {
-    await install(context, fetched.body, fetched.etag, live);
+    await install(context, fetched.body, live, { kind: 'apply', etag: fetched.etag });
   } catch (error) {
     if (error instanceof PullError && error.code === 'rejected') {
       state.rejected = { etag: fetched.etag, hash, at: now(), message: error.message };
@@ -110,6 +121,13 @@ async function fetchFor(context: PullContext, etags: string[]): Promise<Fetched>
     notFoundHint: instance.notFoundHint,
     version: context.version,
   });
+  if (fetched.notModified && etags.length === 0) {
+    // Nothing was asked to be compared, so a 304 says nothing is there.
+    throw new PullError(
+      `${describe(new URL(fetched.url))} answered 304 to a request without If-None-Match`,
+      { code: 'bogus-304', exitCode: EXIT.tempFail },
+    );
+  }
   const status = fetched.notModified ? '304' : `200, ${fetched.body.length} bytes`;
   context.debug(`${fetched.url}: ${status}, ${Date.now() - started} ms`);
   return fetched;
@@ -224,20 +242,36 @@ function adopt(context: PullContext, fetched: Fetched): Outcome {
   return { kind: 'unchanged' };
 }
 
-/** A run killed between journal and commit: put the previous file back. */
+/**
+ * A run killed mid-apply left its journal. Before the reload was confirmed,
+ * the previous file goes back and is reloaded; after, the service has the
+ * new one and only the bookkeeping is finished.
+ */
 async function recoverInterrupted(context: PullContext): Promise<void> {
   const interrupted = await readPending(context.dir);
   if (!interrupted) return;
 
   const { pending, old } = interrupted;
+  context.target = pending.target || context.target;
   const live = await readLive(context.target);
   const liveHash = live && hashOf(live);
-  if (liveHash === pending.newHash && context.state.hash === pending.newHash) {
-    // Killed after the commit, before the journal was removed: all is done.
+  if (pending.reloaded && live && liveHash === pending.newHash) {
+    await complete(context, live, pending.completion);
     await endApply(context.dir);
     return;
   }
-  if (liveHash !== pending.oldHash) await restore(context.target, old);
+
+  if (liveHash !== pending.oldHash) {
+    if (pending.oldHash && !old) {
+      // LIMITATION: without its copy of the previous file the journal cannot
+      // be acted on; the live file stays, and drift repair or the next
+      // fetch puts right what it holds.
+      await endApply(context.dir);
+      context.warn(undefined, 'an interrupted apply left no copy of the previous file');
+      return;
+    }
+    await restore(context.target, old);
+  }
   await endApply(context.dir);
   context.warn(
     undefined,
@@ -271,7 +305,7 @@ async function repairDrift(context: PullContext): Promise<void> {
 
   // The same guarded path as a new config: validated before it goes live,
   // journalled, and put back if the reload fails. The state already says so.
-  await install(context, applied, state.etag, live, async () => undefined);
+  await install(context, applied, live, { kind: 'repair' });
   const what = saved ? `was edited by hand (saved as ${saved})` : 'was missing';
   context.warn(undefined, `${target} ${what}; restored the applied version`, 'drift');
 }

@@ -95,19 +95,15 @@ export async function writeAtomic(
   }
 }
 
-// write-file-atomic's temporary names (NAME.hex) and command output files,
-// which a run killed with -9 leaves behind.
-const LEFTOVER = /^(state\.json|pending\.json|pending\.old)\.[0-9a-f]+$|^\.output-\d+$/;
+// write-file-atomic's temporary names (NAME.digits), command output files,
+// and a copy of a replaced file whose journal is gone: what runs killed with
+// -9 leave behind. Called after any journal has been resolved.
+const LEFTOVER =
+  /^(state\.json|pending\.json|pending\.old)\.[0-9a-f]+$|^\.output-\d+$|^pending\.old$/;
 
 /** Removes what killed runs left in the instance's state directory. */
-export async function sweepStateDir(dir: string, state: State): Promise<void> {
+export async function sweepStateDir(dir: string): Promise<void> {
   for (const name of await readdir(dir).catch(() => [] as string[])) {
     if (LEFTOVER.test(name)) await rm(join(dir, name), { force: true });
-  }
-
-  const kept = new Set(state.versions.map((version) => version.file));
-  const versionsDir = join(dir, 'versions');
-  for (const name of await readdir(versionsDir).catch(() => [] as string[])) {
-    if (!kept.has(name)) await rm(join(versionsDir, name), { force: true });
   }
 }
