@@ -31,8 +31,10 @@ export function parseEnv(text: string, file: string): EnvEntries {
     if (equals < 0) throw configError(`${where}: expected KEY=VALUE`);
 
     const key = body.slice(0, equals).trim();
-    if (!KEY.test(key))
-      throw configError(`${where}: "${key}" is not a valid variable name`);
+    // Never echo the text: a line missing its "=" may be a bare secret.
+    if (!KEY.test(key)) {
+      throw configError(`${where}: the text before "=" is not a variable name`);
+    }
 
     const value = parseValue(body.slice(equals + 1).trim(), key, where);
     entries.set(key, { value, line: index + 1 });

@@ -40,7 +40,9 @@ export async function fetchConfig(request: FetchRequest): Promise<Fetched> {
     } catch (error) {
       if (!(error instanceof PullError)) throw error;
       lastError = error;
-      if (error.exitCode !== EXIT.tempFail || error.code === 'rate-limited') break;
+      // Another manager helps only when this one is down: any 4xx is final.
+      const final = error.code === 'rate-limited' || error.code === 'http-429';
+      if (error.exitCode !== EXIT.tempFail || final) break;
     }
   }
   throw (
@@ -181,6 +183,9 @@ function networkError(error: unknown, where: string, tunables: Tunables): PullEr
 
 type HeadersLike = { get(name: string): string | null };
 
+// Where a manager or its proxy sends a client whose key it refused.
+const LOGIN_PATH = /(^|\/)(log-?in|sign-?in|auth|sso)(\/|\.|$)/i;
+
 async function statusError(
   status: number,
   headers: HeadersLike,
@@ -200,8 +205,14 @@ async function statusError(
   }
   if (status >= 300 && status < 400) {
     const location = headers.get('location') ?? '';
-    const next = location ? describe(new URL(location, where)) : 'nowhere';
-    if (/log-?in|sign-?in|auth/i.test(location)) {
+    let target: URL | undefined;
+    try {
+      target = location ? new URL(location, where) : undefined;
+    } catch {
+      return fail(`${where} redirects to a malformed location`, 'redirect', EXIT.config);
+    }
+    const next = target ? describe(target) : 'nowhere';
+    if (target && LOGIN_PATH.test(target.pathname)) {
       return fail(
         `the manager refused the key (redirect to ${next})`,
         'key-refused',

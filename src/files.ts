@@ -2,25 +2,31 @@ import { randomBytes } from 'node:crypto';
 import {
   chown,
   open,
-  readdir,
   readFile,
+  readdir,
+  readlink,
   realpath,
   rename,
   rm,
   stat,
 } from 'node:fs/promises';
-import { basename, dirname, join } from 'node:path';
+import { basename, dirname, join, resolve } from 'node:path';
 import { errnoOf, ioError } from './errors.js';
 
 /**
  * The file to replace. When the configured path is a symlink, its target is
  * replaced and the link stays, as admins who symlink configs expect.
  */
-export async function realTarget(confFile: string): Promise<string> {
+export async function realTarget(confFile: string, depth = 0): Promise<string> {
   try {
     return await realpath(confFile);
   } catch (error) {
     if (errnoOf(error) !== 'ENOENT') throw ioError('resolve', confFile, error);
+  }
+  // A link whose target does not exist yet: create the target, keep the link.
+  const link = await readlink(confFile).catch(() => undefined);
+  if (link !== undefined && depth < 40) {
+    return realTarget(resolve(dirname(confFile), link), depth + 1);
   }
   try {
     return join(await realpath(dirname(confFile)), basename(confFile));

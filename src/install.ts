@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { usesCandidate } from './command.js';
 import { PullError } from './errors.js';
 import { removeFile, replaceFile, stageFile, writeConfig } from './files.js';
@@ -64,7 +64,7 @@ export async function install(
   try {
     if (!instance.test || usesCandidate(instance.test)) {
       context.step = 'validate';
-      await validate(instance, staged, context, keptAs).catch(keepRejected);
+      await validateBeside(context, staged, content, keptAs).catch(keepRejected);
       context.step = 'apply';
       await beginApply(dir, pending, live);
       await replaceFile(staged, target);
@@ -98,6 +98,29 @@ export async function install(
   await markReloaded(dir, pending);
   await complete(context, content, completion);
   await endApply(dir);
+}
+
+/**
+ * nginx resolves relative includes from the directory of the path it was
+ * given: when CONF_FILE is a symlink into another directory, the candidate
+ * is checked beside the link, where the service will read it from.
+ */
+async function validateBeside(
+  context: InstallContext,
+  staged: string,
+  content: Buffer,
+  keptAs: string,
+): Promise<void> {
+  const { instance, target } = context;
+  if (dirname(instance.confFile) === dirname(target)) {
+    return validate(instance, staged, context, keptAs);
+  }
+  const besideLink = await stageFile(instance.confFile, content);
+  try {
+    await validate(instance, besideLink, context, keptAs);
+  } finally {
+    await removeFile(besideLink);
+  }
 }
 
 async function rollBack(

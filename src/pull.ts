@@ -43,6 +43,7 @@ export async function pull(context: PullContext): Promise<Outcome> {
   context.target = await realTarget(instance.confFile);
   await recoverInterrupted(context);
   await removeStaleCandidates(context.target);
+  await removeStaleCandidates(instance.confFile);
   await sweepStateDir(context.dir);
   await pruneVersions(context.dir, state);
 
@@ -166,7 +167,7 @@ export async function preview(context: PullContext): Promise<Outcome> {
 
   context.step = 'validate';
   if (instance.test && usesCandidate(instance.test)) {
-    const staged = await stageFile(context.target, fetched.body);
+    const staged = await stageFile(instance.confFile, fetched.body);
     try {
       await validate(instance, staged, context);
     } finally {

@@ -128,9 +128,12 @@ async function readApiKey(key: Found, keyFile: Found): Promise<Found> {
     }
   }
 
-  // Control characters would make an invalid header or split it in two.
-  if (found.value !== undefined && /[\0-\x1f\x7f]/.test(found.value)) {
-    throw configError(`API_KEY in ${found.origin} contains control characters`);
+  // A bearer token is visible ASCII; anything else makes an invalid header.
+  if (found.value !== undefined && !/^[\x21-\x7e]+$/.test(found.value)) {
+    throw configError(
+      `API_KEY in ${found.origin} holds characters a bearer token cannot ` +
+        '(spaces, control or non-ASCII characters)',
+    );
   }
   return found;
 }

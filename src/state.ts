@@ -64,7 +64,9 @@ export async function readState(dir: string): Promise<State> {
 }
 
 function isHeaderSafe(value: unknown): value is string {
-  return typeof value === 'string' && /^[\x21-\x7e][\x20-\x7e]*$/.test(value);
+  return (
+    typeof value === 'string' && /^[\x21-\x7e\x80-\xff][\x20-\x7e\x80-\xff]*$/.test(value)
+  );
 }
 
 /** State directories hold copies of configs: root only. */

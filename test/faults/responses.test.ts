@@ -157,8 +157,7 @@ describe('statuses', () => {
     ],
     [
       'a redirect to a sign-in page elsewhere',
-      (m) =>
-        m.misbehave(ROUTE, redirect(303, 'https://sso.example/sign-in?sid=T0k3n')),
+      (m) => m.misbehave(ROUTE, redirect(303, 'https://sso.example/sign-in?sid=T0k3n')),
       () => 'redirect to https://sso.example/sign-in',
     ],
   ];
@@ -321,6 +320,28 @@ describe('redirects', () => {
         ROUTE,
         ROUTE,
       ]);
+    },
+  );
+
+  it.each([
+    [
+      '/authority/app.conf',
+      'redirects to URL/authority/app.conf; redirects are not followed',
+    ],
+    ['http://[bad', 'redirects to a malformed location'],
+  ])(
+    'when the manager redirects to %s then it is a plain redirect, exit 78',
+    async (to, said) => {
+      const before = await applyFirst(site);
+      site.manager.misbehave(ROUTE, redirect(302, to));
+
+      const result = await site.run();
+
+      const from = `${site.manager.url}${ROUTE}`;
+      await expectFailure(site, result, before, {
+        code: 78,
+        line: line(`app: fetch: ${from} ${said.replace('URL', site.manager.url)}`),
+      });
     },
   );
 

@@ -40,7 +40,8 @@ describe('parseEnv', () => {
     ["API_KEY='s3cret\n", 'unterminated quote', 2],
     ['API_KEY="s3cret" trailing', 'text after its closing quote', 2],
     ['just words', 'expected KEY=VALUE', 2],
-    ['1KEY=x', 'not a valid variable name', 2],
+    ['1KEY=x', 'the text before "=" is not a variable name', 2],
+    ['API_KEY s3cret==', 'the text before "=" is not a variable name', 2],
   ])(
     'when a line reads %j then the error names the line and not the value',
     (line, words, at) => {

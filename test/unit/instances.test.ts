@@ -161,6 +161,8 @@ describe('site settings', () => {
     ],
     ['SITE_ID=a\nMANAGER_URL=http://user:pw@m\n', /must not carry credentials/],
     ['SITE_ID=a\nAPI_KEY="abc\n', /environment:2: API_KEY has an unterminated quote/],
+    ['SITE_ID=a\nAPI_KEY="a key"\n', /API_KEY in .*environment:2 holds characters/],
+    ['SITE_ID=a\nAPI_KEY=clé\n', /API_KEY in .*environment:2 holds characters/],
   ])('when the environment file reads %j then the error is %s', async (text, message) => {
     environment(text);
     await expect(readSite(paths, {})).rejects.toThrow(message);
