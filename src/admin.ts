@@ -40,7 +40,13 @@ async function withState<T>(
   try {
     const dir = instanceDir(paths.stateDir, instance.stateKey);
     const state = await readState(dir);
-    const result = await change(state, dir);
+    const result = await change(state, dir).catch((error: unknown) => {
+      // The admin may be acting on several instances: say which one failed.
+      const named =
+        error instanceof PullError && !error.message.startsWith(`${instance.name}:`);
+      if (named) error.message = `${instance.name}: ${error.message}`;
+      throw error;
+    });
     await writeState(dir, state);
     await updateSummary(paths.stateDir, instance, state, {
       success: false,

@@ -1,5 +1,5 @@
 import { chmod, mkdir } from 'node:fs/promises';
-import { PullError } from './errors.js';
+import { ioError, PullError } from './errors.js';
 import { EXIT, type ExitCode } from './exit-codes.js';
 import { logEvent } from './events.js';
 import {
@@ -34,7 +34,11 @@ export async function runCycle(options: CycleOptions): Promise<ExitCode> {
   const { reporter, paths } = options;
   const mode = options.mode ?? {};
   const prepared = await prepareRun(options).catch((error: unknown) => {
-    if (error instanceof PullError && !mode.dryRun && isRecordable(options.name, error)) {
+    if (
+      error instanceof PullError &&
+      !mode.dryRun &&
+      isRecordable(options.name, error, options.reporter.interactive)
+    ) {
       return error;
     }
     if (error instanceof PullError)
@@ -109,11 +113,16 @@ export async function prepare(
  * it is recorded like any failure, so that it is reported once, not every
  * minute, and so that status and monitoring see it.
  */
-function isRecordable(name: string | undefined, error: PullError): boolean {
+function isRecordable(
+  name: string | undefined,
+  error: PullError,
+  interactive: boolean,
+): boolean {
   const broken = error.exitCode === EXIT.config || error.exitCode === EXIT.ioError;
-  return (
-    name !== undefined && NAME.test(name) && broken && error.code !== 'unknown-instance'
-  );
+  // From cron an unknown instance is a shim without a definition, to report
+  // once; from a terminal it may be a mistyped command, not worth a record.
+  const unknown = error.code === 'unknown-instance';
+  return name !== undefined && NAME.test(name) && (broken || (unknown && !interactive));
 }
 
 async function failBeforeStart(
@@ -155,8 +164,13 @@ async function prepareRun(
     // The top is readable so that monitoring can read the status summaries;
     // each instance's own directory, with its copies of configs, is not. The
     // umask masks mkdir's mode, hence the chmod.
-    const created = await mkdir(options.paths.stateDir, { recursive: true, mode: 0o755 });
-    if (created) await chmod(options.paths.stateDir, 0o755);
+    const { stateDir } = options.paths;
+    try {
+      const created = await mkdir(stateDir, { recursive: true, mode: 0o755 });
+      if (created) await chmod(stateDir, 0o755);
+    } catch (error) {
+      throw ioError('create', stateDir, error);
+    }
     await ensureDir(instanceDir(options.paths.stateDir, instance.stateKey));
     return { instance, site };
   }
@@ -275,6 +289,8 @@ async function saveState(
   const stateChanged = JSON.stringify(state) !== before;
   try {
     if (stateChanged) await writeState(dir, state);
+    // Disabled and deferred runs change nothing: no write every minute.
+    if (!stateChanged && !success) return;
     await updateSummary(options.paths.stateDir, instance, state, {
       success,
       stateChanged,

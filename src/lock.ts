@@ -1,5 +1,6 @@
 import { createHash } from 'node:crypto';
 import { createConnection, createServer, type Server } from 'node:net';
+import { resolve } from 'node:path';
 
 export interface Lock {
   release(): Promise<void>;
@@ -16,7 +17,10 @@ export type LockAttempt = { lock: Lock } | { holder: number | undefined };
 // LIMITATION: abstract sockets belong to a network namespace, so two runs in
 // different namespaces on one state directory would not exclude each other.
 export async function tryLock(stateDir: string, key: string): Promise<LockAttempt> {
-  const digest = createHash('sha256').update(`${stateDir}\0${key}`).digest('hex');
+  // The same directory however it is spelled (a trailing slash, say).
+  const digest = createHash('sha256')
+    .update(`${resolve(stateDir)}\0${key}`)
+    .digest('hex');
   const address = `\0pull-config-${digest.slice(0, 32)}`;
   const server = createServer((socket) => socket.end(String(process.pid)));
 

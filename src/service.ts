@@ -35,7 +35,7 @@ export async function validate(
 
   // A validator that hangs says nothing about the config: a local trouble,
   // retried next run, not a rejection to remember.
-  if (result.timedOut) {
+  if (result.timedOut || result.failure.startsWith('killed by')) {
     throw new PullError(`the validator ${result.failure}`, {
       code: 'validate-timeout',
       exitCode: EXIT.tempFail,

@@ -630,15 +630,26 @@ describe('help and version', () => {
     expect(result.stderr).toMatch(/^Usage: pull-config /);
   });
 
-  it('when a command is mistyped then it is an unknown instance and a usage error', async () => {
+  it('when a command is mistyped at a terminal then it is an unknown instance and a usage error', async () => {
     const ops = await startOps();
 
-    const result = await ops.run(['stauts']);
+    const result = await ops.tty(['stauts']);
 
     expect(result.code).toBe(64);
-    expect(result.stderr).toMatch(
-      /^stauts: unknown instance "stauts": .*pull-config --help/,
+    expect(result.stdout).toMatch(
+      /^stauts: unknown instance "stauts": .*\(pull-config --help lists the commands\)\n$/,
     );
+  });
+
+  it('when cron runs a shim with no instance then it is reported once, not every run', async () => {
+    const ops = await startOps();
+
+    const first = await ops.run(['ghost']);
+    const second = await ops.run(['ghost']);
+
+    expect(first.code).toBe(64);
+    expect(first.stderr).toMatch(/^ghost: settings: unknown instance "ghost"/);
+    expect(second).toMatchObject({ code: 64, stdout: '', stderr: '' });
   });
 
   it('when asked for --version then it prints the package version', async () => {
