@@ -64,8 +64,8 @@ const size: Kind = {
   expects: 'a size in bytes, or with K, M or G, such as 16M',
 };
 
-// The defaults keep one instance's worst case near 20 s, so a run-parts pass
-// over a few instances fits in the cron minute.
+// Each default bounds one step at 10 s or less; a run-parts pass over many
+// instances may want them lower (the README counts the worst case).
 export const TUNABLES: Spec[] = [
   {
     key: 'CONNECT_TIMEOUT',
