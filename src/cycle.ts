@@ -359,5 +359,3 @@ function finish(
   if (options.detailedExitCodes && outcome.kind === 'applied') return 2 as ExitCode;
   return code;
 }
-
-export { EXIT };

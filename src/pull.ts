@@ -81,7 +81,7 @@ export async function pull(context: PullContext): Promise<Outcome> {
       `${describe(new URL(fetched.url))} sends no ETag, so every run downloads the config`,
     );
   }
-  if (live?.equals(fetched.body)) return adopt(context, fetched);
+  if (live?.equals(fetched.body)) return adopt(context, fetched.body, fetched.etag);
 
   const hash = hashOf(fetched.body);
   if (!mode.force && stillRejected(context, hash)) {
@@ -230,12 +230,11 @@ function notModified(context: PullContext, etag: string | undefined): Outcome {
 }
 
 /** The manager serves what is live already: remember its ETag, touch nothing. */
-function adopt(context: PullContext, fetched: Fetched): Outcome {
+function adopt(context: PullContext, body: Buffer, etag: string | undefined): Outcome {
   const { state } = context;
-  if (fetched.notModified) return { kind: 'unchanged' };
-  const hash = hashOf(fetched.body);
-  if (state.hash !== hash || state.etag !== fetched.etag) {
-    state.etag = fetched.etag;
+  const hash = hashOf(body);
+  if (state.hash !== hash || state.etag !== etag) {
+    state.etag = etag;
     state.hash = hash;
     state.appliedAt ??= now();
   }
