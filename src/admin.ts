@@ -4,6 +4,7 @@ import { EXIT } from './exit-codes.js';
 import { logEvent, readEvents } from './events.js';
 import { readLive, realTarget } from './files.js';
 import { install, type InstallContext } from './install.js';
+import { readPending } from './journal.js';
 import type { Instance } from './instances.js';
 import { waitLock } from './lock.js';
 import type { Paths } from './settings.js';
@@ -107,6 +108,14 @@ export async function rollback(
         exitCode: EXIT.ioError,
       });
 
+    // The live file of an interrupted apply is not the applied version: let
+    // a run resolve its journal first, or rollback would call it previous.
+    if (await readPending(dir)) {
+      throw new PullError(
+        `an interrupted apply is pending; run "pull-config run ${instance.name}" first`,
+        { code: 'pending', exitCode: EXIT.tempFail },
+      );
+    }
     assertReloadable(instance);
     const target = await realTarget(instance.confFile);
     const installContext: InstallContext = {

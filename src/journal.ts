@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 import { readFile, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { State } from './state.js';
@@ -74,10 +75,12 @@ export async function readPending(
     await endApply(dir);
     return undefined;
   }
-  const old = pending.oldHash
+  const copy = pending.oldHash
     ? await readFile(join(dir, OLD_COPY)).catch(() => undefined)
     : undefined;
-  return { pending, old };
+  // A copy that is not the file the record names is no copy at all.
+  const sha = copy && createHash('sha256').update(copy).digest('hex');
+  return { pending, old: sha === pending.oldHash ? copy : undefined };
 }
 
 export async function endApply(dir: string): Promise<void> {

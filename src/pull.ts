@@ -1,4 +1,4 @@
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { PullError } from './errors.js';
 import { EXIT } from './exit-codes.js';
 import { describe, fetchConfig, type Fetched } from './fetch.js';
@@ -16,6 +16,7 @@ import type { Outcome } from './outcome.js';
 import { screenBody } from './screen.js';
 import { assertReloadable, reload, validate } from './service.js';
 import { ensureDir, sweepStateDir, writeAtomic } from './state.js';
+import { sweepSummaryDir } from './summary.js';
 import { pruneVersions, readVersion } from './versions.js';
 
 export interface PullMode {
@@ -45,6 +46,7 @@ export async function pull(context: PullContext): Promise<Outcome> {
   await removeStaleCandidates(context.target);
   await removeStaleCandidates(instance.confFile);
   await sweepStateDir(context.dir);
+  await sweepSummaryDir(dirname(context.dir), instance.stateKey);
   await pruneVersions(context.dir, state);
 
   if (state.disabled) return { kind: 'disabled', ...state.disabled };
@@ -273,9 +275,10 @@ async function recoverInterrupted(context: PullContext): Promise<void> {
     await restore(context.target, old);
   }
   await endApply(context.dir);
+  const what = pending.completion.kind === 'rollback' ? 'a rollback' : 'an earlier run';
   context.warn(
     undefined,
-    'an earlier run was interrupted while applying; previous config restored',
+    `${what} was interrupted while applying; previous config restored`,
     'interrupted',
   );
   if (old) await reload(context.instance, old, context);

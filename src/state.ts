@@ -100,12 +100,19 @@ export async function writeAtomic(
 // write-file-atomic's temporary names (NAME.digits), command output files,
 // and a copy of a replaced file whose journal is gone: what runs killed with
 // -9 leave behind. Called after any journal has been resolved.
-const LEFTOVER =
-  /^(state\.json|pending\.json|pending\.old)\.[0-9a-f]+$|^\.output-\d+$|^pending\.old$/;
+const LEFTOVER = new RegExp(
+  '^(state\\.json|pending\\.json|pending\\.old|rejected\\.conf)\\.[0-9a-f]+$' +
+    '|^\\.output-\\d+$|^pending\\.old$',
+);
+const DRIFT_LEFTOVER = /\.conf\.[0-9a-f]+$/;
 
 /** Removes what killed runs left in the instance's state directory. */
 export async function sweepStateDir(dir: string): Promise<void> {
   for (const name of await readdir(dir).catch(() => [] as string[])) {
     if (LEFTOVER.test(name)) await rm(join(dir, name), { force: true });
+  }
+  const drift = join(dir, 'drift');
+  for (const name of await readdir(drift).catch(() => [] as string[])) {
+    if (DRIFT_LEFTOVER.test(name)) await rm(join(drift, name), { force: true });
   }
 }

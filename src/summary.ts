@@ -78,14 +78,18 @@ export async function updateSummary(
   await mkdir(dir, { recursive: true, mode: 0o755 });
   // Explicitly, as root's umask (often 077) would hide it from monitoring.
   await chmod(dir, 0o755);
-  // Temporary files of a write that a killed run never finished.
-  const leftover = new RegExp(`^${instance.stateKey}\\.json\\.[0-9a-f]+$`);
-  for (const name of await readdir(dir)) {
-    if (leftover.test(name)) await rm(join(dir, name), { force: true });
-  }
   await writeAtomic(path, JSON.stringify(summary, null, 2) + '\n', 0o644);
   const lastSuccess = options.success ? now : (previous?.mtime ?? new Date(0));
   await utimes(path, now, lastSuccess);
+}
+
+/** Removes temporary files of a summary write that a killed run left. */
+export async function sweepSummaryDir(stateDir: string, stateKey: string): Promise<void> {
+  const leftover = new RegExp(`^${stateKey}\\.json\\.[0-9a-f]+$`);
+  const dir = summaryDir(stateDir);
+  for (const name of await readdir(dir).catch(() => [] as string[])) {
+    if (leftover.test(name)) await rm(join(dir, name), { force: true });
+  }
 }
 
 export interface SummaryWithTime extends Summary {

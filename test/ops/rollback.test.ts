@@ -1,4 +1,4 @@
-import { readFileSync } from 'node:fs';
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { readdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
@@ -121,6 +121,33 @@ describe('rollback', () => {
     expect(readFileSync(ops.live(), 'utf8')).toBe('v2;\n');
     expect(await ops.reloads()).toBe(reloads);
     expect((await statusOf(ops, 'app')).disabled).toBeNull();
+  });
+});
+
+describe('rollback after an interrupted apply', () => {
+  it('when a killed run left its journal then rollback refuses until a run resolves it', async () => {
+    const ops = await startOps();
+    await ops.define('app');
+    await applyInTurn(ops, ['v1;\n', 'v2;\n']);
+    const journal = join(ops.box.stateDir, 'app', 'pending.json');
+    const pending = {
+      target: ops.live(),
+      oldHash: undefined,
+      newHash: 'f'.repeat(64),
+      startedAt: new Date().toISOString(),
+      reloaded: false,
+      completion: { kind: 'apply' },
+    };
+    writeFileSync(journal, JSON.stringify(pending));
+
+    const result = await ops.run(['rollback', 'app']);
+
+    expect(result).toMatchObject({
+      code: 75,
+      stderr: 'app: an interrupted apply is pending; run "pull-config run app" first\n',
+    });
+    expect(readFileSync(ops.live(), 'utf8')).toBe('v2;\n');
+    expect(existsSync(journal)).toBe(true);
   });
 });
 
