@@ -233,3 +233,26 @@ async function script(path: string, body: string): Promise<void> {
 function shellQuote(word: string): string {
   return /^[\w@%+=:,./-]+$/.test(word) ? word : `'${word.replaceAll("'", `'\\''`)}'`;
 }
+
+// An instance `app` that a first cron run has applied `body` to.
+export async function startApplied(body: string): Promise<Ops> {
+  const ops = await startOps();
+  await ops.define('app');
+  ops.serve(body);
+  const cron = await ops.cron();
+  if (cron.code !== 0) throw new Error(`first run failed: ${cron.stderr}`);
+  return ops;
+}
+
+export interface StatusRow {
+  etag: string | null;
+  result: string;
+  disabled: { reason: string; by: string; at: string } | null;
+}
+
+// One instance's row of `status --json`.
+export async function statusRow(ops: Ops, name = 'app'): Promise<StatusRow> {
+  const result = await ops.run(['status', '--json', name]);
+  const report = JSON.parse(result.stdout) as { instances: StatusRow[] };
+  return report.instances[0]!;
+}

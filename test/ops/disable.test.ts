@@ -1,31 +1,11 @@
 import { readFileSync } from 'node:fs';
 import { userInfo } from 'node:os';
 import { describe, expect, it } from 'vitest';
-import { isValidating, startOps, type Ops } from './app.js';
+import { isValidating, startApplied, startOps, statusRow } from './app.js';
 
 const V1 = 'listen 80;\n';
 const V2 = 'listen 81;\n';
 const ISO = /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$/;
-
-async function appliedV1(): Promise<Ops> {
-  const ops = await startOps();
-  await ops.define('app');
-  ops.serve(V1);
-  const cron = await ops.cron();
-  if (cron.code !== 0) throw new Error(`first run failed: ${cron.stderr}`);
-  return ops;
-}
-
-async function statusOf(ops: Ops) {
-  const result = await ops.run(['status', '--json', 'app']);
-  const report = JSON.parse(result.stdout) as {
-    instances: {
-      result: string;
-      disabled: { reason: string; by: string; at: string } | null;
-    }[];
-  };
-  return report.instances[0]!;
-}
 
 async function waitUntil(what: string, condition: () => boolean): Promise<void> {
   const deadline = Date.now() + 10_000;
@@ -37,7 +17,7 @@ async function waitUntil(what: string, condition: () => boolean): Promise<void> 
 
 describe('disable and enable', () => {
   it('when disabled then cron runs exit 0 quietly without a request, and after enable the next run applies', async () => {
-    const ops = await appliedV1();
+    const ops = await startApplied(V1);
 
     const disable = await ops.run(['disable', 'app', '--reason', 'debugging TLS']);
     expect(disable).toMatchObject({ code: 0, stdout: 'app: disabled: debugging TLS\n' });
@@ -54,11 +34,11 @@ describe('disable and enable', () => {
     const cron = await ops.cron();
     expect(cron.stdout).toMatch(/^app: applied W\/"\S+" \(11 bytes\), reloaded\n$/);
     expect(readFileSync(ops.live(), 'utf8')).toBe(V2);
-    expect((await statusOf(ops)).disabled).toBeNull();
+    expect((await statusRow(ops)).disabled).toBeNull();
   });
 
   it('when a disabled instance is run from a terminal then it says who disabled it, when and why', async () => {
-    const ops = await appliedV1();
+    const ops = await startApplied(V1);
     await ops.run(['disable', 'app', '--reason', 'debugging TLS'], {
       SUDO_USER: 'alice',
     });
@@ -73,13 +53,13 @@ describe('disable and enable', () => {
   });
 
   it('when disabled then status shows who, when and why', async () => {
-    const ops = await appliedV1();
+    const ops = await startApplied(V1);
     await ops.run(['disable', 'app', '--reason', 'debugging TLS'], {
       SUDO_USER: 'alice',
     });
 
     const text = await ops.run(['status', 'app']);
-    const json = await statusOf(ops);
+    const json = await statusRow(ops);
 
     expect(text.stdout).toMatch(/^app: disabled, /);
     expect(text.stdout).toMatch(/^ {2}disabled +by alice \d+ s ago: debugging TLS$/m);
@@ -102,16 +82,16 @@ describe('disable and enable', () => {
     { who: 'cron, with no user in its environment', env: {}, by: userInfo().username },
   ]) {
     it(`when disabled by ${who} then the record names ${by}`, async () => {
-      const ops = await appliedV1();
+      const ops = await startApplied(V1);
 
       await ops.run(['disable', 'app', '--reason', 'why not'], env);
 
-      expect((await statusOf(ops)).disabled?.by).toBe(by);
+      expect((await statusRow(ops)).disabled?.by).toBe(by);
     });
   }
 
   it('when an instance that is not disabled is enabled then it says so', async () => {
-    const ops = await appliedV1();
+    const ops = await startApplied(V1);
 
     const result = await ops.run(['enable', 'app']);
 
@@ -119,13 +99,13 @@ describe('disable and enable', () => {
   });
 
   it('when disable has no --reason then it is a usage error and nothing is disabled', async () => {
-    const ops = await appliedV1();
+    const ops = await startApplied(V1);
 
     const result = await ops.run(['disable', 'app']);
 
     expect(result.stderr).toMatch(/--reason/);
     expect(result.code).toBe(64);
-    expect((await statusOf(ops)).disabled).toBeNull();
+    expect((await statusRow(ops)).disabled).toBeNull();
   });
 });
 
@@ -156,7 +136,7 @@ describe('admin commands and the lock', () => {
       expect(waited).toBeGreaterThan(1000);
       expect((await cron).stdout).toMatch(/^app: applied /);
       expect(readFileSync(ops.live(), 'utf8')).toBe(live);
-      expect((await statusOf(ops)).disabled).not.toBeNull();
+      expect((await statusRow(ops)).disabled).not.toBeNull();
     });
   }
 });

@@ -1,20 +1,12 @@
 import { readFileSync } from 'node:fs';
 import { readdir } from 'node:fs/promises';
 import { describe, expect, it } from 'vitest';
-import { configPath, startOps, type Ops } from './app.js';
+import { configPath, type Ops, startApplied, startOps } from './app.js';
 
 const V1 = 'listen 80;\n';
 const V2 = 'listen 81;\n';
 
 // An instance that has applied V1, ready for the run under test.
-async function appliedV1(): Promise<Ops> {
-  const ops = await startOps();
-  await ops.define('app');
-  ops.serve(V1);
-  const cron = await ops.cron();
-  if (cron.code !== 0) throw new Error(`first run failed: ${cron.stderr}`);
-  return ops;
-}
 
 // What a run must not touch: the state, the live file, the service.
 async function untouched(ops: Ops) {
@@ -37,7 +29,7 @@ function lastRequest(ops: Ops) {
 
 describe('run --dry-run', () => {
   it('when the manager would change the config then it prints a unified diff, exits 2 and changes nothing', async () => {
-    const ops = await appliedV1();
+    const ops = await startApplied(V1);
     const check = await untouched(ops);
     const validations = await ops.validations();
     ops.serve(V2);
@@ -55,7 +47,7 @@ describe('run --dry-run', () => {
   });
 
   it('when the manager serves what is live then it says so and exits 0', async () => {
-    const ops = await appliedV1();
+    const ops = await startApplied(V1);
     const check = await untouched(ops);
 
     const result = await ops.run(['run', 'app', '--dry-run']);
@@ -93,7 +85,7 @@ describe('run --dry-run', () => {
     },
   ]) {
     it(`when ${when} then it exits ${code}, says why and changes nothing`, async () => {
-      const ops = await appliedV1();
+      const ops = await startApplied(V1);
       const check = await untouched(ops);
       fault(ops);
 
@@ -107,7 +99,7 @@ describe('run --dry-run', () => {
   }
 
   it('when the instance is disabled then a dry run still shows what would change', async () => {
-    const ops = await appliedV1();
+    const ops = await startApplied(V1);
     await ops.run(['disable', 'app', '--reason', 'debugging']);
     const check = await untouched(ops);
     ops.serve(V2);
@@ -122,7 +114,7 @@ describe('run --dry-run', () => {
 
 describe('run --force', () => {
   it('when forced then it fetches without If-None-Match, and a config already live changes nothing', async () => {
-    const ops = await appliedV1();
+    const ops = await startApplied(V1);
     await ops.cron();
     expect(lastRequest(ops).headers['if-none-match']).toMatch(/^W\/"/);
     const reloads = await ops.reloads();
@@ -136,7 +128,7 @@ describe('run --force', () => {
   });
 
   it('when a rejected config would now pass then cron still skips it but --force validates and applies it', async () => {
-    const ops = await appliedV1();
+    const ops = await startApplied(V1);
     ops.serve('BAD\n');
     expect((await ops.cron()).code).not.toBe(0);
     await ops.acceptAll();
@@ -157,7 +149,7 @@ describe('run --force', () => {
   });
 
   it('when forced then the candidate is still validated and a bad one is refused', async () => {
-    const ops = await appliedV1();
+    const ops = await startApplied(V1);
     const reloads = await ops.reloads();
     ops.serve('BAD\n');
 
@@ -170,7 +162,7 @@ describe('run --force', () => {
   });
 
   it('when the instance is disabled then --force does not override it', async () => {
-    const ops = await appliedV1();
+    const ops = await startApplied(V1);
     await ops.run(['disable', 'app', '--reason', 'hands off'], { SUDO_USER: 'alice' });
     ops.serve(V2);
     const requests = ops.manager.requests.length;
@@ -203,7 +195,7 @@ describe('run --detailed-exitcodes', () => {
     { when: 'a change is applied without the flag', args: [], change: true, code: 0 },
   ]) {
     it(`when ${when} then it exits ${code}`, async () => {
-      const ops = await appliedV1();
+      const ops = await startApplied(V1);
       if (change) ops.serve(V2);
 
       const result = await ops.run(['run', 'app', ...args]);
@@ -239,7 +231,7 @@ describe('run --verbose and --quiet', () => {
   });
 
   it('when the validator refuses under --verbose then its own output is shown', async () => {
-    const ops = await appliedV1();
+    const ops = await startApplied(V1);
     ops.serve('BAD\n');
 
     const result = await ops.run(['--verbose', 'run', 'app']);

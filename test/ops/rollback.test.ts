@@ -3,7 +3,7 @@ import { readdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { NGINX_BIN, nginxConfig, startNginx } from '../helpers/nginx.js';
-import { startOps, type Ops } from './app.js';
+import { type Ops, startOps, statusRow } from './app.js';
 
 const TIME = '\\d{4}-\\d\\d-\\d\\dT\\d\\d:\\d\\d:\\d\\d\\.\\d{3}Z';
 
@@ -19,14 +19,6 @@ async function applyInTurn(ops: Ops, bodies: string[], name = 'app'): Promise<st
     etags.push(etag);
   }
   return etags;
-}
-
-async function statusOf(ops: Ops, name: string) {
-  const result = await ops.run(['status', '--json', name]);
-  const report = JSON.parse(result.stdout) as {
-    instances: { etag: string; result: string; disabled: { reason: string } | null }[];
-  };
-  return report.instances[0]!;
 }
 
 function historyLines(text: string): string[] {
@@ -58,7 +50,7 @@ describe('rollback', () => {
     expect(rollback.code).toBe(0);
     await nginx.waitForBody('/', 'one');
     expect(readFileSync(ops.live('web'), 'utf8')).toBe(config('one'));
-    const rolledBack = await statusOf(ops, 'web');
+    const rolledBack = await statusRow(ops, 'web');
     expect(rolledBack.etag).toBe(one);
     expect(rolledBack.disabled?.reason).toBe(
       `rolled back from ${two} to ${one}; enable to follow the manager again`,
@@ -76,7 +68,7 @@ describe('rollback', () => {
       `web: applied ${two} (${config('two').length} bytes), reloaded\n`,
     );
     await nginx.waitForBody('/', 'two');
-    expect((await statusOf(ops, 'web')).disabled).toBeNull();
+    expect((await statusRow(ops, 'web')).disabled).toBeNull();
   });
 
   it('when rolled back twice then the second goes one version further back, and a third has nowhere to go', async () => {
@@ -96,7 +88,7 @@ describe('rollback', () => {
     expect(second.code).toBe(0);
     expect(readFileSync(ops.live(), 'utf8')).toBe('v1;\n');
     expect(await ops.reloads()).toBe(reloads + 2);
-    expect((await statusOf(ops, 'app')).etag).toBe(etags[0]);
+    expect((await statusRow(ops, 'app')).etag).toBe(etags[0]);
 
     const third = await ops.run(['rollback', 'app']);
     expect(third.stderr).toMatch(/^app: no earlier version is kept to roll back to$/m);
@@ -120,7 +112,7 @@ describe('rollback', () => {
     expect(result.code).toBe(65);
     expect(readFileSync(ops.live(), 'utf8')).toBe('v2;\n');
     expect(await ops.reloads()).toBe(reloads);
-    expect((await statusOf(ops, 'app')).disabled).toBeNull();
+    expect((await statusRow(ops, 'app')).disabled).toBeNull();
   });
 });
 
