@@ -55,19 +55,21 @@ export async function pull(context: PullContext): Promise<Outcome> {
   }
 
   context.step = 'drift';
-  await repairDrift(context).catch((error: unknown) => {
-    // The kept copy may no longer pass (a certificate gone, say): the
-    // manager may already have the fix, so go and ask it.
-    if (!(error instanceof PullError)) throw error;
-    context.warn(
-      undefined,
-      `cannot put back the applied version: ${error.message}`,
-      'drift',
-    );
-  });
+  const live = await repairDrift(context, await readLive(context.target)).catch(
+    async (error: unknown) => {
+      // The kept copy may no longer pass (a certificate gone, say): the
+      // manager may already have the fix, so go and ask it.
+      if (!(error instanceof PullError)) throw error;
+      context.warn(
+        undefined,
+        `cannot put back the applied version: ${error.message}`,
+        'drift',
+      );
+      return readLive(context.target);
+    },
+  );
 
   context.step = 'fetch';
-  const live = await readLive(context.target);
   const fetched = await fetchFor(
     context,
     mode.force ? [] : conditionalEtags(context, live),
@@ -287,16 +289,19 @@ async function recoverInterrupted(context: PullContext): Promise<void> {
 /**
  * The manager is the source of truth: a hand edit is saved for the admin and
  * the last applied version is put back, with no need for the network.
+ * Returns what the live file holds afterwards, read once per run.
  */
-async function repairDrift(context: PullContext): Promise<void> {
+async function repairDrift(
+  context: PullContext,
+  live: Buffer | undefined,
+): Promise<Buffer | undefined> {
   const { state, target, dir } = context;
   const version = state.versions.at(-1);
-  if (!version || !state.hash || version.hash !== state.hash) return;
+  if (!version || !state.hash || version.hash !== state.hash) return live;
 
-  const live = await readLive(target);
-  if (live && hashOf(live) === state.hash) return;
+  if (live && hashOf(live) === state.hash) return live;
   const applied = await readVersion(dir, version);
-  if (!applied) return;
+  if (!applied) return live;
 
   let saved: string | undefined;
   if (live) {
@@ -311,4 +316,5 @@ async function repairDrift(context: PullContext): Promise<void> {
   await install(context, applied, live, { kind: 'repair' });
   const what = saved ? `was edited by hand (saved as ${saved})` : 'was missing';
   context.warn(undefined, `${target} ${what}; restored the applied version`, 'drift');
+  return applied;
 }
